@@ -18,7 +18,8 @@ export CHECKPOINT_DISABLE := 1
 export PGPIPE_PLUGIN_DIR := $(abspath $(VENV))/terraform-plugins
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 
-.PHONY: help setup apt demo demo-down test lint unit integration molecule bench clean
+.PHONY: help setup apt demo demo-down test lint unit integration molecule bench clean \
+	generate plan apply configure verify destroy
 
 help: ## Show the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -50,6 +51,24 @@ demo: setup ## The whole pipeline on the local target, ending with a verified re
 
 demo-down: setup ## Destroy the demo cluster (a destroy plan through the same gate).
 	$(PGPIPE) --cluster $(CLUSTER) destroy --approve --approver "$(APPROVER)"
+
+generate: setup ## Render clusters/$(CLUSTER).json into .pgpipe/$(CLUSTER)/terraform.
+	$(PGPIPE) generate --spec $(SPEC)
+
+plan: setup ## Plan CLUSTER; exit 2 when there are changes (DETAILED=1).
+	$(PGPIPE) --cluster $(CLUSTER) plan $(if $(DETAILED),--detailed-exitcode)
+
+apply: setup ## Apply CLUSTER's saved plan (needs APPROVER, or asks when interactive).
+	$(PGPIPE) --cluster $(CLUSTER) apply $(if $(APPROVE),--approve --approver "$(APPROVER)")
+
+configure: setup ## Configure PostgreSQL on CLUSTER's hosts.
+	$(PGPIPE) --cluster $(CLUSTER) configure
+
+verify: setup ## Prove CLUSTER replicates; writes reports/verify.json.
+	$(PGPIPE) --cluster $(CLUSTER) verify
+
+destroy: setup ## Destroy CLUSTER through the approval gate.
+	$(PGPIPE) --cluster $(CLUSTER) destroy $(if $(APPROVE),--approve --approver "$(APPROVER)")
 
 lint: setup ## ruff, mypy, ansible-lint, actionlint, terraform fmt.
 	$(BIN)/ruff check pipeline tests bench

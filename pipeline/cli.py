@@ -153,7 +153,7 @@ def load_spec_from_flags(spec_path: Path | None, flags: dict[str, Any]) -> Any:
 @cli.command()
 @spec_options
 @click.pass_obj
-def generate(state: State, spec_path: Path | None, **flags: Any) -> None:
+def generate(state: State, /, spec_path: Path | None, **flags: Any) -> None:
     """Validate the spec and render the Terraform root module into the workspace."""
     from pipeline.stages.generate import generate as run_generate
     from pipeline.workspace import Workspace
@@ -167,6 +167,105 @@ def generate(state: State, spec_path: Path | None, **flags: Any) -> None:
     except PgpipeError as exc:
         raise StageFailed("generate", exc) from None
     emit(str(ws.terraform_dir))
+
+
+# --- plan, apply, configure, verify, destroy ----------------------------------------------------------------
+def _approval(state: State, ws: Any, approve: bool, approver: str | None, manifest: str | None) -> Any:
+    """An explicit non-interactive approval, or an interactive one after showing the summary, or None."""
+    from pipeline.stages.apply import Approval
+
+    if approve:
+        if not approver:
+            raise click.BadParameter("--approve needs --approver NAME (or PGPIPE_APPROVED_BY)", param_hint="--approver")
+        return Approval(approver=approver, method="flag", manifest_sha256=manifest)
+    if not sys.stdin.isatty():
+        return None
+    if ws.summary_md.is_file():
+        click.echo(ws.summary_md.read_text(), err=True)
+    typed = click.prompt(f"Type the cluster's name ({state.cluster}) to apply this plan", err=True, default="")
+    if typed != state.cluster:
+        return None
+    return Approval(approver=approver or os.environ.get("USER") or "interactive", method="interactive",
+                    manifest_sha256=manifest)
+
+
+def approval_options(func: F) -> F:
+    func = click.option("--manifest", "manifest", help="Approve only this manifest sha256 (as printed by plan).")(func)
+    func = click.option("--approver", envvar="PGPIPE_APPROVED_BY", help="Who approves (recorded in approval.json).")(
+        func
+    )
+    return click.option("--approve", is_flag=True, help="Approve non-interactively (needs --approver).")(func)
+
+
+@cli.command()
+@click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when none.")
+@click.option("--destroy", "destroy_plan", is_flag=True, help="Plan the destruction of the cluster.")
+@stage("plan")
+def plan(state: State, ws: Any, detailed_exitcode: bool, destroy_plan: bool) -> None:
+    """Plan; keep plan.tfplan, plan.json, summary.md and manifest.json. Prints the path of plan.json."""
+    from pipeline.stages.plan import plan as run_plan
+
+    result = run_plan(ws, destroy=destroy_plan)
+    if detailed_exitcode and result.has_changes:
+        state.exit_code = 2
+    emit(str(result.plan_json))
+
+
+@cli.command()
+@approval_options
+@click.option(
+    "--allow-destroy", is_flag=True, help="Allow a plan that replaces or destroys the primary or a data volume."
+)
+@stage("apply")
+def apply(
+    state: State, ws: Any, approve: bool, approver: str | None, manifest: str | None, allow_destroy: bool
+) -> None:
+    """Apply the saved plan, only if it is unchanged, current and approved. Prints the path of outputs.json."""
+    from pipeline.stages.apply import apply as run_apply
+
+    run_apply(ws, _approval(state, ws, approve, approver, manifest), allow_destroy=allow_destroy)
+    emit(str(ws.outputs_json))
+
+
+@cli.command()
+@click.option("--ssh-key", type=click.Path(exists=True, dir_okay=False), envvar="PGPIPE_SSH_PRIVATE_KEY_FILE",
+              help="Private key for the hosts (local target: the sandbox's key).")
+@click.option("--keep-stale-slots", is_flag=True, help="Report, but do not drop, slots of replicas that are gone.")
+@stage("configure")
+def configure(state: State, ws: Any, ssh_key: str | None, keep_stale_slots: bool) -> None:
+    """Build inventory.ini from the outputs and apply the postgresql_replication role."""
+    from pipeline.stages.configure import configure as run_configure
+
+    result = run_configure(ws, ssh_key=ssh_key, drop_stale_slots=not keep_stale_slots)
+    emit(str(result.inventory))
+
+
+@cli.command()
+@stage("verify")
+def verify(state: State, ws: Any) -> None:
+    """Prove replication works; write reports/verify.json. Non-zero exit when a check fails."""
+    from pipeline.stages.verify import verify as run_verify
+
+    try:
+        run_verify(ws)
+    finally:
+        if ws.verify_json.is_file():
+            emit(str(ws.verify_json))
+
+
+@cli.command()
+@approval_options
+@stage("destroy")
+def destroy(state: State, ws: Any, approve: bool, approver: str | None, manifest: str | None) -> None:
+    """Plan the destruction of the cluster and apply it through the same gate."""
+    from pipeline.stages.apply import apply as run_apply
+    from pipeline.stages.plan import plan as run_plan
+
+    result = run_plan(ws, destroy=True)
+    if not result.has_changes:
+        log.info("nothing to destroy")
+        return
+    run_apply(ws, _approval(state, ws, approve, approver, manifest))
 
 
 def main() -> None:

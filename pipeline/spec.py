@@ -452,7 +452,8 @@ def read_spec_file(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise SpecError([("spec", f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}")])
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise SpecError([("spec", f"{path} is not valid {kind}: {exc}")]) from None
     if not isinstance(data, dict):
         raise SpecError([("spec", f"{path} must hold a mapping of fields, not {type(data).__name__}")])
     return data

@@ -13,7 +13,10 @@ from pipeline.spec import ClusterSpec
 SSH_USERS = {"debian12": "admin", "ubuntu2404": "ubuntu", "al2023": "ec2-user"}
 # Public SSM parameters of each OS's current image, by architecture.
 AMI_PARAMETERS = {
-    "debian12": {"x86_64": "/aws/service/debian/release/12/latest/amd64", "arm64": "/aws/service/debian/release/12/latest/arm64"},
+    "debian12": {
+        "x86_64": "/aws/service/debian/release/12/latest/amd64",
+        "arm64": "/aws/service/debian/release/12/latest/arm64",
+    },
     "ubuntu2404": {
         "x86_64": "/aws/service/canonical/ubuntu/server/24.04/stable/current/amd64/hvm/ebs-gp3/ami-id",
         "arm64": "/aws/service/canonical/ubuntu/server/24.04/stable/current/arm64/hvm/ebs-gp3/ami-id",

@@ -137,9 +137,7 @@ class Workspace:
         """The files `generate` renders into terraform/ (not providers, lock file or state)."""
         if not self.terraform_dir.is_dir():
             return []
-        return sorted(
-            p for p in self.terraform_dir.iterdir() if p.is_file() and p.name.endswith(RENDERED_SUFFIXES)
-        )
+        return sorted(p for p in self.terraform_dir.iterdir() if p.is_file() and p.name.endswith(RENDERED_SUFFIXES))
 
     def terraform_hash(self) -> str:
         """One sha256 over the names and contents of the rendered Terraform files."""

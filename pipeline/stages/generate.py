@@ -38,5 +38,7 @@ def generate(spec: ClusterSpec, ws: Workspace) -> list[Path]:
     files = render_terraform(spec)
     ws.write_rendered(files)
     ws.write_text(ws.spec_json, spec.to_json())
-    log.info("generated %d files for cluster %s (target %s) in %s", len(files), spec.name, spec.target, ws.terraform_dir)
+    log.info(
+        "generated %d files for cluster %s (target %s) in %s", len(files), spec.name, spec.target, ws.terraform_dir
+    )
     return [ws.spec_json, *(ws.terraform_dir / name for name in sorted(files))]
