@@ -170,6 +170,11 @@ def generate(state: State, /, spec_path: Path | None, **flags: Any) -> None:
 
 
 # --- plan, apply, configure, verify, destroy ----------------------------------------------------------------
+def interactive() -> bool:
+    """Whether a person can be asked (tests replace this)."""
+    return sys.stdin.isatty()
+
+
 def _approval(state: State, ws: Any, approve: bool, approver: str | None, manifest: str | None) -> Any:
     """An explicit non-interactive approval, or an interactive one after showing the summary, or None."""
     from pipeline.stages.apply import Approval
@@ -178,7 +183,7 @@ def _approval(state: State, ws: Any, approve: bool, approver: str | None, manife
         if not approver:
             raise click.BadParameter("--approve needs --approver NAME (or PGPIPE_APPROVED_BY)", param_hint="--approver")
         return Approval(approver=approver, method="flag", manifest_sha256=manifest)
-    if not sys.stdin.isatty():
+    if not interactive():
         return None
     if ws.summary_md.is_file():
         click.echo(ws.summary_md.read_text(), err=True)
