@@ -30,7 +30,8 @@ def planned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spec = json.loads((ROOT / "clusters" / "demo.json").read_text()) | {"name": CLUSTER}
     (workdir / "gate.json").write_text(json.dumps(spec))
     result = CliRunner().invoke(
-        cli, ["--workdir", str(workdir), "generate", "--spec", str(workdir / "gate.json"), "plan"],
+        cli,
+        ["--workdir", str(workdir), "generate", "--spec", str(workdir / "gate.json"), "plan"],
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
@@ -98,7 +99,9 @@ def test_no_approval_is_refused(pgpipe: Callable[..., Result], ws: Path) -> None
     assert_refused(apply(pgpipe, ws), "not-approved", ws)
 
 
-def test_an_approval_typed_wrong_is_refused(pgpipe: Callable[..., Result], ws: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_approval_typed_wrong_is_refused(
+    pgpipe: Callable[..., Result], ws: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr("pipeline.cli.interactive", lambda: True)
     result = pgpipe("--cluster", CLUSTER, "apply", workdir=ws.parent, input="not-the-name\n")
     assert "3 to add, 0 to change, 0 to destroy" in result.stderr, "the summary is shown before asking"

@@ -34,7 +34,9 @@ def test_a_plan_without_providers_has_no_resource_changes_and_no_danger() -> Non
 )
 def test_the_primary_destroyed_or_replaced_is_dangerous(actions: tuple[str, ...], verb: str) -> None:
     plan = {"resource_changes": [change("null_resource", "demo-primary", *actions)]}
-    assert dangerous_changes(plan, SPEC) == [f'the primary demo-primary would be {verb} (null_resource.host["demo-primary"])']
+    assert dangerous_changes(plan, SPEC) == [
+        f'the primary demo-primary would be {verb} (null_resource.host["demo-primary"])'
+    ]
 
 
 def test_a_replica_removed_is_not_dangerous_but_a_data_volume_is() -> None:
@@ -44,7 +46,9 @@ def test_a_replica_removed_is_not_dangerous_but_a_data_volume_is() -> None:
             change("aws_ebs_volume", "demo-replica-2", "delete", name="data"),
         ]
     }
-    assert dangerous_changes(plan, SPEC) == ['data volume demo-replica-2 would be destroyed (aws_ebs_volume.data["demo-replica-2"])']
+    assert dangerous_changes(plan, SPEC) == [
+        'data volume demo-replica-2 would be destroyed (aws_ebs_volume.data["demo-replica-2"])'
+    ]
 
 
 def test_counts_treat_a_replacement_as_one_add_and_one_destroy() -> None:

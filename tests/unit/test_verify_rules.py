@@ -13,7 +13,10 @@ from pipeline.stages.verify import evaluate, render_table
 SPEC = parse_spec({"name": "demo", "target": "local", "replica_count": 2, "shared_buffers": "128MB"})
 OUTPUTS = {
     "primary": {"name": "demo-primary", "private_ip": "198.18.0.10"},
-    "replicas": [{"name": "demo-replica-1", "private_ip": "198.18.0.11"}, {"name": "demo-replica-2", "private_ip": "198.18.0.12"}],
+    "replicas": [
+        {"name": "demo-replica-1", "private_ip": "198.18.0.11"},
+        {"name": "demo-replica-2", "private_ip": "198.18.0.12"},
+    ],
 }
 
 
@@ -79,8 +82,10 @@ def test_a_replica_missing_from_pg_stat_replication_fails() -> None:
     ("mutate", "expected"),
     [
         (lambda p: p["slots"][0].update(active=False), ("slot-active", "demo-replica-1")),
-        (lambda p: p["slots"].append({"slot_name": "demo_replica_3", "slot_type": "physical", "active": False}),
-         ("no-stale-slots", "demo-primary")),
+        (
+            lambda p: p["slots"].append({"slot_name": "demo_replica_3", "slot_type": "physical", "active": False}),
+            ("no-stale-slots", "demo-primary"),
+        ),
         (lambda p: p["settings"].update(max_connections="90"), ("max-connections", "demo-primary")),
         (lambda p: p["settings"].update(shared_buffers="256MB"), ("shared-buffers", "demo-primary")),
         (lambda p: p.update(in_recovery=True), ("primary-not-in-recovery", "demo-primary")),

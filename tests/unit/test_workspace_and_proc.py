@@ -73,7 +73,7 @@ def test_a_command_that_hangs_is_killed_at_its_timeout() -> None:
 
 
 def test_a_missing_binary_is_one_line_naming_it_and_the_fix() -> None:
-    with pytest.raises(ToolMissing, match="^ansible-playbook not found: run `make setup`"):
+    with pytest.raises(ToolMissing, match=r"^ansible-playbook not found: run `make setup`"):
         proc.which("/nonexistent/ansible-playbook")
 
 
