@@ -38,7 +38,15 @@ def host_roles(spec: ClusterSpec) -> dict[str, dict[str, Any]]:
     return hosts
 
 
+def _by_family(cidrs: list[str]) -> tuple[list[str], list[str]]:
+    """Split CIDR blocks into IPv4 and IPv6: a security-group rule takes them in separate arguments."""
+    ipv4 = [c for c in cidrs if ipaddress.ip_network(c).version == 4]
+    return ipv4, [c for c in cidrs if c not in ipv4]
+
+
 def aws_vars(spec: ClusterSpec) -> dict[str, Any]:
+    admin_ipv4, admin_ipv6 = _by_family(spec.admin_cidrs)
+    client_ipv4, client_ipv6 = _by_family(spec.client_cidrs)
     return {
         "cluster_name": spec.name,
         "region": spec.region,
@@ -50,8 +58,10 @@ def aws_vars(spec: ClusterSpec) -> dict[str, Any]:
         "root_volume_gb": spec.root_volume_gb,
         "data_volume_gb": spec.data_volume_gb,
         "data_device_name": DATA_DEVICE,
-        "admin_cidrs": spec.admin_cidrs,
-        "client_cidrs": spec.client_cidrs,
+        "admin_ipv4_cidrs": admin_ipv4,
+        "admin_ipv6_cidrs": admin_ipv6,
+        "client_ipv4_cidrs": client_ipv4,
+        "client_ipv6_cidrs": client_ipv6,
         "access": spec.access,
         "vpc_id": spec.vpc_id,
         "subnet_ids": spec.subnet_ids,
