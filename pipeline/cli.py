@@ -273,6 +273,92 @@ def destroy(state: State, ws: Any, approve: bool, approver: str | None, manifest
     run_apply(ws, _approval(state, ws, approve, approver, manifest))
 
 
+# --- sandbox hosts --------------------------------------------------------------------------------------
+SANDBOX_ACTIONS = ("up", "down", "status", "exec", "partition", "heal", "crash")
+
+
+def _sandbox_hosts(hosts: tuple[str, ...], host_list: str | None, ip: str | None) -> dict[str, str | None]:
+    names = [*hosts, *(h.strip() for h in (host_list or "").split(",") if h.strip())]
+    if ip is not None and len(names) != 1:
+        raise click.BadParameter("--ip needs exactly one --host", param_hint="--ip")
+    return {name: ip for name in dict.fromkeys(names)}
+
+
+def _one_host(action: str, hosts: dict[str, str | None]) -> str:
+    if len(hosts) != 1:
+        raise click.BadParameter(f"{action} needs exactly one --host", param_hint="--host")
+    return next(iter(hosts))
+
+
+def _run_sandbox_action(state: State, action: str, name: str, subnet: str | None, hosts: dict[str, str | None],
+                        args: tuple[str, ...], timeout: float) -> None:
+    from pipeline import sandbox
+
+    if action == "up":
+        if not hosts:
+            raise click.BadParameter("up needs at least one --host or --hosts", param_hint="--host")
+        emit(sandbox.up(name, hosts, subnet))
+    elif action == "down":
+        for host in hosts or [None]:
+            sandbox.down(name, host)
+    elif action == "status":
+        emit(sandbox.status(name))
+    elif action == "exec":
+        if not args:
+            raise click.BadParameter("give the command after --, e.g. exec --host h -- hostname", param_hint="ARGS")
+        result = sandbox.exec_in(name, _one_host(action, hosts), list(args), timeout=timeout)
+        click.echo(result.stdout, nl=False)
+        click.echo(result.stderr, nl=False, err=True)
+        state.exit_code = result.returncode if result.returncode >= 0 else 128 - result.returncode
+    elif action == "crash":
+        if not args:
+            raise click.BadParameter("give the pattern of the processes to kill, e.g. crash --host h postgres",
+                                     param_hint="ARGS")
+        emit(sandbox.crash(name, _one_host(action, hosts), " ".join(args)))
+    else:
+        getattr(sandbox, action)(name, _one_host(action, hosts))
+
+
+class ActionCommand(click.Command):
+    """A command whose options may follow its ACTION argument (`sandbox up --sandbox x`): a chained group
+    parses its commands with interspersed options off, which would read every option after ACTION as an ARG."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.allow_interspersed_args = True
+        return super().parse_args(ctx, args)
+
+
+@cli.command("sandbox", cls=ActionCommand)
+@click.argument("action", type=click.Choice(SANDBOX_ACTIONS))
+@click.option("--sandbox", "name", required=True, help="Sandbox name (a DNS label).")
+@click.option("--subnet", help="The sandbox's /24 inside 198.18.0.0/15 (default: derived from the name).")
+@click.option("--host", "hosts", multiple=True, help="A host to act on (repeatable).")
+@click.option("--hosts", "host_list", help="Hosts to act on, comma-separated.")
+@click.option("--ip", help="The address of the one host given (default: the next free .10+).")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="exec: seconds before it is killed.")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def sandbox_command(state: State, action: str, name: str, subnet: str | None, hosts: tuple[str, ...],
+                    host_list: str | None, ip: str | None, timeout: float, args: tuple[str, ...]) -> None:
+    """Local test hosts: ACTION is up, down, status, exec, partition, heal or crash.
+
+    \b
+    pgpipe sandbox up --sandbox demo --hosts demo-primary,demo-replica-1
+    pgpipe sandbox exec --sandbox demo --host demo-primary -- pg_lsclusters
+    pgpipe sandbox crash --sandbox demo --host demo-primary postgres
+    pgpipe sandbox down --sandbox demo
+    """
+    from pipeline.sandbox import BAD_INPUT
+
+    selected = _sandbox_hosts(hosts, host_list, ip)
+    try:
+        _run_sandbox_action(state, action, name, subnet, selected, args, timeout)
+    except PgpipeError as exc:
+        if exc.reason == BAD_INPUT:
+            raise click.BadParameter(str(exc)) from None
+        raise StageFailed(f"sandbox {action}", exc) from None
+
+
 def main() -> None:
     cli(prog_name="pgpipe")
 

@@ -112,6 +112,13 @@ def _cidr_list(values: list[str], field: str, allow_world: bool) -> list[str]:
     return sorted(set(out), key=out.index)
 
 
+def default_sandbox_subnet(name: str) -> str:
+    """The /24 inside the test range that a sandbox (or a local cluster) named `name` gets when none is given:
+    derived from the name, so that it is stable across runs and two names rarely collide."""
+    index = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") % 512
+    return str(ipaddress.ip_network((int(TEST_RANGE.network_address) + index * 256, 24)))
+
+
 class LocalBackend(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     type: Literal["local"] = "local"
@@ -404,10 +411,7 @@ class ClusterSpec(BaseModel):
     @property
     def sandbox_subnet(self) -> str:
         """The local target's /24: given, or derived from the name so that two clusters rarely collide."""
-        if self.local_subnet:
-            return self.local_subnet
-        index = int.from_bytes(hashlib.sha256(self.name.encode()).digest()[:4], "big") % 512
-        return str(ipaddress.ip_network((int(TEST_RANGE.network_address) + index * 256, 24)))
+        return self.local_subnet or default_sandbox_subnet(self.name)
 
     def to_json(self) -> str:
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
