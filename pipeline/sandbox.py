@@ -336,6 +336,11 @@ def _ensure_bridge(state: SandboxState) -> None:
     # Never forward what the hosts send elsewhere, even if the machine forwards on other interfaces.
     _sysctl(f"net/ipv4/conf/{bridge}/forwarding", "0")
     _sysctl(f"net/ipv6/conf/{bridge}/disable_ipv6", "1")
+    # A bridge left by a crashed run of this sandbox with another subnet keeps no address (nor route) of it.
+    for line in _ip("-4", "-o", "addr", "show", "dev", bridge).stdout.splitlines():
+        address = line.split()[3]
+        if address != f"{state.gateway}/24":
+            _ip("addr", "del", address, "dev", bridge)
     _ip("addr", "replace", f"{state.gateway}/24", "dev", bridge)
     _ip("link", "set", bridge, "up")
 
@@ -680,16 +685,17 @@ def _plan_ips(state: SandboxState, hosts: Mapping[str, str | None]) -> dict[str,
 
 def up(sandbox: str, hosts: Mapping[str, str | None], subnet: str | None = None) -> dict[str, str]:
     """Make the hosts of `sandbox` (host -> ip, None for the next free address) and return host -> ip.
-    Hosts that already run are left alone, so a second `up` changes nothing."""
+    Hosts that already run are left alone, so a second `up` changes nothing. Without `subnet` a sandbox
+    keeps the one it has, and a new one gets `default_subnet`."""
     check_sandbox_name(sandbox)
     for host in hosts:
         check_host_name(host)
-    net = check_subnet(subnet or default_subnet(sandbox))
+    net = check_subnet(subnet) if subnet else None
     for tool in ("ip", "ss", "nsenter", "unshare", "ssh-keygen", SSHD):
         proc.which(tool)
     with _locked():
-        state = _load(sandbox) or SandboxState(name=sandbox, subnet=str(net))
-        if state.subnet != str(net):
+        state = _load(sandbox) or SandboxState(name=sandbox, subnet=str(net or check_subnet(default_subnet(sandbox))))
+        if net is not None and state.subnet != str(net):
             raise SandboxError(f"sandbox {sandbox!r} already uses subnet {state.subnet}, not {net}",
                                reason="subnet-in-use")
         _check_subnet_free(state)

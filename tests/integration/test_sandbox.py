@@ -190,6 +190,7 @@ def test_crash_kills_the_matching_processes_of_that_host_only(main: Sandbox) -> 
 def test_a_second_up_changes_nothing(main: Sandbox) -> None:
     before = sandbox.status("tsb-main")
     assert sandbox.up("tsb-main", dict.fromkeys(main.ips), MAIN_SUBNET) == main.ips
+    assert sandbox.up("tsb-main", {"a": None}) == {"a": main.ips["a"]}, "without a subnet it keeps its own"
     assert sandbox.status("tsb-main") == before
 
 
