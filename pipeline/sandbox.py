@@ -257,11 +257,9 @@ def _netns_pids(netns: str) -> list[int]:
 
 
 def _find_pid1(netns: str) -> int | None:
-    for pid in _netns_pids(netns):
-        nspids = _ns_pids(pid)
-        if len(nspids) > 1 and nspids[-1] == 1:
-            return pid
-    return None
+    """The host's PID 1: PID 1 of a namespace one level below ours (a deeper one is a container in the host)."""
+    found = [(len(nspids), pid) for pid in _netns_pids(netns) if len(nspids := _ns_pids(pid)) > 1 and nspids[-1] == 1]
+    return min(found)[1] if found else None
 
 
 def _alive(record: HostRecord) -> bool:
