@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pipeline.errors import SpecError
 
@@ -34,6 +42,7 @@ PARAM_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:,/+ -]{0,256}$")
 TAG_KEY_RE = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{1,128}$")
 TAG_VALUE_RE = re.compile(r"^[A-Za-z0-9 _.:/=+@-]{0,256}$")
 SSH_KEY_RE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+={0,3}( [^\n]{0,200})?$")
+DYNAMODB_TABLE_RE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
 BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 VPC_RE = re.compile(r"^vpc-[0-9a-f]{8,17}$")
 SUBNET_RE = re.compile(r"^subnet-[0-9a-f]{8,17}$")
@@ -70,8 +79,15 @@ def aws_regions() -> frozenset[str]:
     return frozenset(region for part in data["partitions"] for region in part["regions"])
 
 
+def image_tag_major(tag: str) -> int | None:
+    """The major version an image tag such as `14-alpine` names, or None when it names no supported one."""
+    match = IMAGE_TAG_RE.fullmatch(tag)
+    major = int(match["major"]) if match else None
+    return major if major is not None and MIN_PG <= major <= MAX_PG else None
+
+
 def memory_kb(value: str) -> int:
-    match = MEMORY_RE.match(value)
+    match = MEMORY_RE.fullmatch(value)
     if not match:
         raise ValueError(value)
     return int(match["n"]) * {"kB": 1, "MB": 1024, "GB": 1024 * 1024}[match["unit"]]
@@ -79,8 +95,8 @@ def memory_kb(value: str) -> int:
 
 def instance_memory_gib(instance_type: str) -> float | None:
     """The memory of an instance type when its family is known, else None."""
-    match = INSTANCE_TYPE_RE.match(instance_type)
-    if not match or not KNOWN_FAMILIES.match(match["family"]):
+    match = INSTANCE_TYPE_RE.fullmatch(instance_type)
+    if not match or not KNOWN_FAMILIES.fullmatch(match["family"]):
         return None
     family, size = match["family"], match["size"]
     if family.startswith("t"):
@@ -93,8 +109,8 @@ def instance_memory_gib(instance_type: str) -> float | None:
 
 
 def architecture(instance_type: str) -> Literal["arm64", "x86_64"]:
-    match = INSTANCE_TYPE_RE.match(instance_type)
-    return "arm64" if match and GRAVITON_RE.match(match["family"]) else "x86_64"
+    match = INSTANCE_TYPE_RE.fullmatch(instance_type)
+    return "arm64" if match and GRAVITON_RE.fullmatch(match["family"]) else "x86_64"
 
 
 def _cidr_list(values: list[str], field: str, allow_world: bool) -> list[str]:
@@ -109,6 +125,14 @@ def _cidr_list(values: list[str], field: str, allow_world: bool) -> list[str]:
                 f"{value!r} opens the port to the whole internet; give narrower blocks, or set allow_world: true"
             )
         out.append(str(net))
+    for version in (4, 6):
+        # Halves such as 0.0.0.0/1 + 128.0.0.0/1 are the whole internet too.
+        family: list[Any] = [n for n in map(ipaddress.ip_network, out) if n.version == version]
+        if not allow_world and any(n.prefixlen == 0 for n in ipaddress.collapse_addresses(family)):
+            raise ValueError(
+                f"{', '.join(map(str, family))} together open the port to the whole internet; give narrower"
+                " blocks, or set allow_world: true"
+            )
     return sorted(set(out), key=out.index)
 
 
@@ -138,7 +162,7 @@ class S3Backend(BaseModel):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:
-        if not BUCKET_RE.match(value) or ".." in value:
+        if not BUCKET_RE.fullmatch(value) or ".." in value:
             raise ValueError(f"{value!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
         return value
 
@@ -147,10 +171,17 @@ class S3Backend(BaseModel):
     def _region(cls, value: str) -> str:
         return _check_region(value)
 
+    @field_validator("dynamodb_table")
+    @classmethod
+    def _table(cls, value: str | None) -> str | None:
+        if value is not None and not DYNAMODB_TABLE_RE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a DynamoDB table name (3-255 of letters, digits and _.-)")
+        return value
+
     @field_validator("key")
     @classmethod
     def _key(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^[A-Za-z0-9!_.*'()/-]{1,1024}$", value):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9!_.*'()/-]{1,1024}", value):
             raise ValueError(f"{value!r} is not a safe S3 key (letters, digits and !_.*'()/-)")
         return value
 
@@ -180,6 +211,9 @@ class ClusterSpec(BaseModel):
     os: Literal["debian12", "ubuntu2404", "al2023"] = Field(default="debian12", description="host image")
     replica_count: Annotated[int, Field(ge=0, le=MAX_REPLICAS)] = Field(default=2, description="number of replicas")
     postgres_version: Annotated[int, Field(ge=MIN_PG, le=MAX_PG)] = Field(default=15, description="major version")
+    image_tag: str | None = Field(
+        default=None, exclude=True, description="the original API's image tag, e.g. 14-alpine: sets postgres_version"
+    )
     max_connections: Annotated[int, Field(ge=10, le=10000)] = 100
     shared_buffers: str = Field(default="128MB", description="PostgreSQL memory value, e.g. 256MB")
     replication_mode: Literal["async", "sync"] = "async"
@@ -188,9 +222,10 @@ class ClusterSpec(BaseModel):
     data_volume_gb: Annotated[int, Field(ge=1, le=16384)] = 20
     root_volume_gb: Annotated[int, Field(ge=8, le=1024)] = 16
     ssh_public_key: str | None = Field(default=None, description="OpenSSH public key, or a path to one")
+    # allow_world comes before the CIDR lists: their validators read it.
+    allow_world: bool = Field(default=False, description="permit 0.0.0.0/0 and ::/0 in the CIDR lists")
     admin_cidrs: list[str] = Field(default_factory=list, description="who may reach SSH (22)")
     client_cidrs: list[str] = Field(default_factory=list, description="who may reach PostgreSQL (5432)")
-    allow_world: bool = Field(default=False, description="permit 0.0.0.0/0 and ::/0 in the CIDR lists")
     access: Literal["public", "private"] = "public"
     vpc_id: str | None = None
     subnet_ids: list[str] = Field(default_factory=list)
@@ -202,22 +237,14 @@ class ClusterSpec(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _image_tag(cls, data: Any) -> Any:
-        """Accept the original API's `image_tag` (e.g. `14-alpine`) as the major version."""
-        if not isinstance(data, dict) or "image_tag" not in data:
+        """Accept the original API's `image_tag` (e.g. `14-alpine`) as the major version. A bad tag is left to
+        the field's validator and a clash with postgres_version to the cross-field rules, so that every other
+        field is still checked."""
+        if not isinstance(data, dict) or data.get("image_tag") is None:
             return data
-        data = dict(data)
-        tag = str(data.pop("image_tag"))
-        match = IMAGE_TAG_RE.match(tag)
-        if not match or not MIN_PG <= int(match["major"]) <= MAX_PG:
-            raise ValueError(
-                f"image_tag {tag!r} does not name a supported PostgreSQL version; allowed: {MIN_PG}..{MAX_PG}"
-                " such as '14' or '14-alpine'"
-            )
-        major = int(match["major"])
-        given = data.get("postgres_version")
-        if given is not None and str(given) != str(major):
-            raise ValueError(f"image_tag {tag!r} says version {major} but postgres_version is {given!r}")
-        data["postgres_version"] = major
+        major = image_tag_major(str(data["image_tag"]))
+        if major is not None and data.get("postgres_version") is None:
+            data = {**data, "postgres_version": major}
         return data
 
     @model_validator(mode="before")
@@ -229,10 +256,21 @@ class ClusterSpec(BaseModel):
         return data
 
     # --- fields -------------------------------------------------------------------------------------
+    @field_validator(
+        "replica_count", "postgres_version", "max_connections", "sync_standbys", "data_volume_gb", "root_volume_gb",
+        mode="before",
+    )
+    @classmethod
+    def _not_bool(cls, value: Any) -> Any:
+        """pydantic takes true as 1 in lax mode; a count of `true` is a mistake, not a number."""
+        if isinstance(value, bool):
+            raise ValueError(f"{value!r} is not a whole number")
+        return value
+
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not NAME_RE.match(value):
+        if not NAME_RE.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a DNS label: 1-32 of a-z, 0-9 and '-', starting with a letter,"
                 " not ending with '-'"
@@ -247,14 +285,29 @@ class ClusterSpec(BaseModel):
     @field_validator("instance_type")
     @classmethod
     def _instance_type(cls, value: str) -> str:
-        if not INSTANCE_TYPE_RE.match(value):
+        if not INSTANCE_TYPE_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not an EC2 instance type such as t3.medium or m7g.large")
         return value
+
+    @field_validator("image_tag")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        if value is not None and image_tag_major(value) is None:
+            raise ValueError(
+                f"{value!r} does not name a supported PostgreSQL version; allowed: {MIN_PG}..{MAX_PG}"
+                " such as '14' or '14-alpine'"
+            )
+        return value
+
+    @field_validator("admin_cidrs", "client_cidrs")
+    @classmethod
+    def _cidrs(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        return _cidr_list(value, info.field_name or "", bool(info.data.get("allow_world", False)))
 
     @field_validator("shared_buffers")
     @classmethod
     def _shared_buffers(cls, value: str) -> str:
-        if not MEMORY_RE.match(value):
+        if not MEMORY_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a PostgreSQL memory value: digits then kB, MB or GB, e.g. 256MB")
         if memory_kb(value) < 128:
             raise ValueError(f"{value!r} is below PostgreSQL's minimum of 128kB")
@@ -264,11 +317,11 @@ class ClusterSpec(BaseModel):
     @classmethod
     def _parameters(cls, value: dict[str, str]) -> dict[str, str]:
         for key, setting in value.items():
-            if not PARAM_NAME_RE.match(key):
+            if not PARAM_NAME_RE.fullmatch(key):
                 raise ValueError(f"{key!r} is not a PostgreSQL parameter name (a-z, 0-9, _ and .)")
             if key in MANAGED_PARAMETERS:
                 raise ValueError(f"{key!r} is managed by pgpipe; use the spec's own field or leave it to the role")
-            if not PARAM_VALUE_RE.match(str(setting)):
+            if not PARAM_VALUE_RE.fullmatch(str(setting)):
                 raise ValueError(
                     f"{key}={setting!r} has characters that are not allowed; allowed: letters, digits, space"
                     " and _.:,/+-"
@@ -283,13 +336,13 @@ class ClusterSpec(BaseModel):
         if "PRIVATE KEY" in value:
             raise ValueError("this is a private key; give the public key (the private key never enters Terraform)")
         text = value.strip()
-        if not SSH_KEY_RE.match(text):
+        if not SSH_KEY_RE.fullmatch(text):
             path = Path(value).expanduser()
             if path.is_file() and path.stat().st_size < 16384:
                 text = path.read_text().strip()
                 if "PRIVATE KEY" in text:
                     raise ValueError(f"{value!r} is a private key file; give the .pub file")
-            if not SSH_KEY_RE.match(text):
+            if not SSH_KEY_RE.fullmatch(text):
                 raise ValueError(
                     f"{value[:60]!r} is neither an OpenSSH public key (ssh-ed25519, ssh-rsa, ecdsa-sha2-*) nor"
                     " a path to one"
@@ -299,7 +352,7 @@ class ClusterSpec(BaseModel):
     @field_validator("vpc_id")
     @classmethod
     def _vpc(cls, value: str | None) -> str | None:
-        if value is not None and not VPC_RE.match(value):
+        if value is not None and not VPC_RE.fullmatch(value):
             raise ValueError(f"{value!r} is not a VPC id such as vpc-0123456789abcdef0")
         return value
 
@@ -307,7 +360,7 @@ class ClusterSpec(BaseModel):
     @classmethod
     def _subnets(cls, value: list[str]) -> list[str]:
         for subnet in value:
-            if not SUBNET_RE.match(subnet):
+            if not SUBNET_RE.fullmatch(subnet):
                 raise ValueError(f"{subnet!r} is not a subnet id such as subnet-0123456789abcdef0")
         return value
 
@@ -317,9 +370,9 @@ class ClusterSpec(BaseModel):
         for key, tag in value.items():
             if key in RESERVED_TAGS:
                 raise ValueError(f"tag {key!r} is set by pgpipe; reserved: {', '.join(RESERVED_TAGS)}")
-            if key.lower().startswith("aws:") or not TAG_KEY_RE.match(key):
+            if key.lower().startswith("aws:") or not TAG_KEY_RE.fullmatch(key):
                 raise ValueError(f"tag key {key!r} is not allowed (1-128 of letters, digits, space, _.:/=+@-; no aws:)")
-            if not TAG_VALUE_RE.match(tag):
+            if not TAG_VALUE_RE.fullmatch(tag):
                 raise ValueError(f"tag {key}={tag!r} is not allowed (0-256 of letters, digits, space, _.:/=+@-)")
         return dict(sorted(value.items()))
 
@@ -340,14 +393,11 @@ class ClusterSpec(BaseModel):
     @model_validator(mode="after")
     def _cross(self) -> ClusterSpec:
         problems: list[str] = []
-        try:
-            object.__setattr__(self, "admin_cidrs", _cidr_list(self.admin_cidrs, "admin_cidrs", self.allow_world))
-        except ValueError as exc:
-            problems.append(f"admin_cidrs: {exc}")
-        try:
-            object.__setattr__(self, "client_cidrs", _cidr_list(self.client_cidrs, "client_cidrs", self.allow_world))
-        except ValueError as exc:
-            problems.append(f"client_cidrs: {exc}")
+        if self.image_tag is not None and image_tag_major(self.image_tag) != self.postgres_version:
+            problems.append(
+                f"image_tag: {self.image_tag!r} says version {image_tag_major(self.image_tag)} but postgres_version"
+                f" is {self.postgres_version}"
+            )
         memory = instance_memory_gib(self.instance_type)
         if memory is not None and memory_kb(self.shared_buffers) > memory * 1024 * 1024:
             problems.append(
@@ -365,7 +415,7 @@ class ClusterSpec(BaseModel):
                     f" allowed: 1..{self.replica_count}"
                 )
         elif self.sync_standbys is not None:
-            problems.append("sync_standbys: only allowed with replication_mode 'sync'")
+            problems.append(f"sync_standbys: {self.sync_standbys} is only allowed with replication_mode 'sync'")
         if self.target == "aws":
             if self.ssh_public_key is None:
                 problems.append("ssh_public_key: required for target 'aws' (an OpenSSH public key or a path to one)")
@@ -419,6 +469,10 @@ class ClusterSpec(BaseModel):
 
 # --- loading ----------------------------------------------------------------------------------------
 ENV_PREFIX = "PGPIPE_SPEC_"
+VERSION_FIELDS = frozenset({"image_tag", "postgres_version"})
+
+
+SPEC_FIELDS = frozenset({*ClusterSpec.model_fields, "image_tag"})
 
 
 def _format_errors(exc: ValidationError) -> list[tuple[str, str]]:
@@ -426,10 +480,11 @@ def _format_errors(exc: ValidationError) -> list[tuple[str, str]]:
     for err in exc.errors(include_url=False):
         loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith(("function-", "tagged-")))
         msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "value_error" and "\n" in msg:
+        if err["type"] == "value_error" and not loc:
+            # Model-level rules report "field: message" lines, one per bad field.
             for line in msg.splitlines():
-                field, _, rest = line.partition(": ")
-                problems.append((field, rest))
+                field, sep, rest = line.partition(": ")
+                problems.append((field, rest) if sep and field in SPEC_FIELDS else ("", line))
             continue
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(ClusterSpec.model_fields)
@@ -486,6 +541,11 @@ def load_spec(
 ) -> ClusterSpec:
     """File, then environment, then explicit overrides (flags, HTTP fields): later wins."""
     data: dict[str, Any] = read_spec_file(path) if path is not None else {}
-    data.update(env_overrides(os.environ if environ is None else environ))
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for layer in (env_overrides(os.environ if environ is None else environ), overrides or {}):
+        given = {k: v for k, v in layer.items() if v is not None}
+        if VERSION_FIELDS & given.keys():
+            # image_tag and postgres_version both set the version: a later layer's one replaces both.
+            for key in VERSION_FIELDS:
+                data.pop(key, None)
+        data.update(given)
     return parse_spec(data)
