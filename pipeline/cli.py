@@ -359,6 +359,224 @@ def sandbox_command(state: State, action: str, name: str, subnet: str | None, ho
         raise StageFailed(f"sandbox {action}", exc) from None
 
 
+# --- AWS and GitHub Actions: preflight, remote state, temporary SSH rule, workflow glue -------------------
+@cli.command()
+@click.option("--require-remote-state", is_flag=True, envvar="PGPIPE_REQUIRE_REMOTE_STATE",
+              help="Fail unless the spec keeps state in S3 (CI runners lose local state).")
+@stage("preflight")
+def preflight(state: State, ws: Any, require_remote_state: bool) -> None:
+    """Check AWS before a plan: credentials, region, instance type in the region and zones, image, key, CIDRs."""
+    from pipeline import aws, ci
+    from pipeline.stages.plan import load_workspace_spec
+
+    report = aws.preflight(load_workspace_spec(ws), require_remote_state=require_remote_state)
+    if report.account:
+        ci.add_mask(report.account)
+    for finding in report.findings:
+        level = {"ok": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}[finding.level]
+        log.log(level, "preflight %s: %s", finding.check, finding.message)
+    ws.write_json(ws.root / "reports" / "preflight.json", report.as_dict())
+    emit(report.as_dict())
+    report.raise_for_errors()
+
+
+@cli.command("backend", cls=ActionCommand)
+@click.argument("action", type=click.Choice(["bootstrap", "check"]))
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Take bucket, lock table and region from this spec's s3 backend.")
+@click.option("--bucket", envvar="PGPIPE_STATE_BUCKET", help="State bucket.")
+@click.option("--table", envvar="PGPIPE_LOCK_TABLE", help="DynamoDB lock table (none: S3 lock file, terraform 1.10+).")
+@click.option("--region", envvar="PGPIPE_STATE_REGION", help="Region of the bucket and table.")
+@click.option("--kms-key-id", help="Encrypt with this KMS key instead of S3-managed keys.")
+def backend_command(action: str, spec_path: Path | None, bucket: str | None, table: str | None,
+                    region: str | None, kms_key_id: str | None) -> None:
+    """Remote state: ACTION bootstrap creates (idempotently) the bucket and lock table; check reports them."""
+    from pipeline import aws
+    from pipeline.spec import S3Backend
+
+    if spec_path is not None:
+        spec = load_spec_from_flags(spec_path, {})
+        if not isinstance(spec.backend, S3Backend):
+            raise click.BadParameter(f"{spec_path} keeps state locally: give it an s3 backend", param_hint="--spec")
+        bucket, region = bucket or spec.backend.bucket, region or spec.backend.region
+        table = table or spec.backend.dynamodb_table
+    if not bucket or not region:
+        raise click.UsageError("give --spec with an s3 backend, or --bucket and --region")
+    try:
+        if action == "bootstrap":
+            emit(aws.bootstrap_backend(bucket, table, region, kms_key_id=kms_key_id).as_dict())
+            return
+        status = aws.backend_status(aws.session(region), bucket, table, region)
+    except PgpipeError as exc:
+        raise StageFailed(f"backend {action}", exc) from None
+    emit(status)
+    if not all(status.values()):
+        raise click.ClickException(f"remote state incomplete: {', '.join(k for k, ok in status.items() if not ok)}")
+
+
+@cli.command("ssh-rule", cls=ActionCommand)
+@click.argument("action", type=click.Choice(["add", "remove"]))
+@click.option("--cidr", envvar="PGPIPE_RUNNER_CIDR",
+              help="add: the address to admit (default: this machine's public address, from checkip.amazonaws.com).")
+@click.option("--security-group-id", help="Default: outputs.json's security_group_id, else the cluster's group.")
+@click.option("--until-exit", is_flag=True,
+              help="add: remove the rule when this pgpipe run ends, also when a chained command fails.")
+@stage("ssh-rule")
+def ssh_rule(state: State, ws: Any, action: str, cidr: str | None, security_group_id: str | None,
+             until_exit: bool) -> None:
+    """Temporary SSH access for this machine (a CI runner) to a public cluster: ACTION add or remove."""
+    from pipeline import aws, ci
+    from pipeline.stages.plan import load_workspace_spec
+
+    spec = load_workspace_spec(ws)
+    skipped = aws.ssh_rule_needed(spec)
+    if skipped:
+        log.info("no temporary SSH rule: %s", skipped)
+        emit({"action": action, "skipped": skipped})
+        return
+    ec2 = aws.session(spec.region).client("ec2", region_name=spec.region)
+    outputs = ws.read_json(ws.outputs_json, "apply") if ws.outputs_json.is_file() else None
+    group = security_group_id or aws.find_security_group(ec2, spec, outputs)
+    if group is None:
+        if action == "add":
+            raise StageFailed("ssh-rule", PgpipeError(f"cluster {spec.name} has no security group: apply first",
+                                                      reason="ssh-rule"))
+        emit({"action": action, "removed": [], "skipped": "no security group"})
+        return
+    if action == "remove":
+        emit({"action": action, "security_group_id": group, "removed": aws.remove_ssh_rules(ec2, group)})
+        return
+    address = aws.runner_cidr(cidr) if cidr else aws.discover_address()
+    ci.add_mask(address.split("/")[0])
+    rule = aws.add_ssh_rule(ec2, group, address, cluster=spec.name, run=aws.run_id())
+    if until_exit:
+        click.get_current_context().find_root().call_on_close(functools.partial(_remove_ssh_rules, ec2, group))
+    emit({"action": action, "security_group_id": group, "rule_id": rule, "cidr": address})
+
+
+def _remove_ssh_rules(ec2: Any, group: str) -> None:
+    """Runs when the pgpipe run ends (`ssh-rule add --until-exit`), whatever the chained commands did."""
+    from pipeline import aws
+
+    try:
+        aws.remove_ssh_rules(ec2, group)
+    except PgpipeError as exc:
+        pending = sys.exc_info()[1]
+        if isinstance(pending, click.ClickException):  # keep the first failure visible too
+            click.echo(f"Error: {pending.format_message()}", err=True)
+        raise StageFailed("ssh-rule remove", exc) from None
+
+
+@cli.command("pr-comment")
+@click.option("--pr", "pr_number", type=int, required=True, envvar="PGPIPE_PR_NUMBER", help="Pull request number.")
+@click.option("--repo", envvar="GITHUB_REPOSITORY", help="OWNER/NAME (default: GITHUB_REPOSITORY).")
+@click.option("--artifact", help="Name of the artifact that holds the whole plan.")
+@click.option("--sha", help="Commit the plan was made for.")
+@click.option("--dry-run", is_flag=True, help="Print the body instead of posting it.")
+@stage("pr-comment")
+def pr_comment(state: State, ws: Any, pr_number: int, repo: str | None, artifact: str | None, sha: str | None,
+               dry_run: bool) -> None:
+    """Create or update (in place) the cluster's plan comment on a pull request; token from GITHUB_TOKEN."""
+    from pipeline import ci, prcomment
+
+    cluster = ws.root.name  # the workspace folder is named after its cluster
+    summary = ws.summary_md.read_text() if ws.summary_md.is_file() else None
+    body = prcomment.render(cluster, summary, prcomment.Source(artifact, ci.run_url(), sha))
+    if dry_run:
+        emit(body)
+        return
+    posted = prcomment.upsert(ci.GitHubClient.from_env(repo), pr_number, cluster, body)
+    emit({"action": posted.action, "id": posted.comment_id, "url": posted.url})
+
+
+@cli.command("affected-clusters")
+@click.option("--base", help="Base commit: clusters are those the diff base...head touches.")
+@click.option("--head", help="Head commit (with --base).")
+@click.option("--only", multiple=True, help="Exactly this cluster (repeatable); checked to exist.")
+@click.option("--target", type=click.Choice(["aws", "local"]), help="Only clusters of this target.")
+@click.option("--github-output", "output_name", metavar="NAME", help="Also set the list as step output NAME.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path), default=Path("."), show_default=True,
+              help="The checkout holding clusters/.")
+def affected_clusters(base: str | None, head: str | None, only: tuple[str, ...], target: str | None,
+                      output_name: str | None, root: Path) -> None:
+    """Print the clusters a change touches (all without --base/--head) as JSON: name, spec, target."""
+    from pipeline import ci
+
+    try:
+        found = [c.as_dict() for c in ci.select(root, base=base, head=head, only=only, target=target)]
+        if output_name:
+            ci.set_output(output_name, json.dumps(found))
+    except PgpipeError as exc:
+        raise StageFailed("affected-clusters", exc) from None
+    emit(found)
+
+
+@cli.command("pr-plan-artifact")
+@click.option("--sha", envvar="GITHUB_SHA", required=True, help="The merge commit (default: GITHUB_SHA).")
+@click.option("--repo", envvar="GITHUB_REPOSITORY", help="OWNER/NAME (default: GITHUB_REPOSITORY).")
+@click.option("--github-output", "to_output", is_flag=True, help="Also set found, name, run_id as step outputs.")
+@stage("pr-plan-artifact")
+def pr_plan_artifact(state: State, ws: Any, sha: str, repo: str | None, to_output: bool) -> None:
+    """Find the plan artifact of the pull request merged as --sha (token from GITHUB_TOKEN)."""
+    from pipeline import ci
+
+    found = ci.find_pr_plan(ci.GitHubClient.from_env(repo), ws.root.name, sha)
+    if to_output:
+        for key, value in found.items():
+            ci.set_output(key, value)
+    emit(found)
+
+
+@cli.command("plan-check")
+@stage("plan-check")
+def plan_check(state: State, ws: Any) -> None:
+    """Exit 0 when the saved plan could be applied now: plan, config, spec and state as planned. The approval
+    is not checked (apply does that)."""
+    from pipeline.stages.apply import Approval, check_gate, check_state, load_manifest
+    from pipeline.stages.plan import load_workspace_spec, terraform_for
+
+    manifest, manifest_sha256 = load_manifest(ws)
+    load_workspace_spec(ws)
+    check_gate(ws, manifest, manifest_sha256, Approval("plan-check", "check"), allow_destroy=True)
+    tf = terraform_for(ws)
+    tf.init()
+    check_state(tf.state_identity(), manifest)
+    log.info("the saved plan (manifest %s) still matches", manifest_sha256)
+    emit({"matches": True, "manifest_sha256": manifest_sha256})
+
+
+@cli.command("step-summary")
+@click.option("--file", "path", envvar="GITHUB_STEP_SUMMARY", required=True,
+              help="Markdown file to append to (default: GITHUB_STEP_SUMMARY).")
+@stage("step-summary")
+def step_summary(state: State, ws: Any, path: str) -> None:
+    """Append the cluster's preflight problems, plan summary and verify result to the job's summary."""
+    from pipeline import ci
+
+    emit(str(ci.append_step_summary(ci.summary_markdown(ws.root.name, ws), path)))
+
+
+# --- serve ------------------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; any but loopback needs PGPIPE_API_TOKEN.")
+@click.option("--port", type=click.IntRange(1, 65535), default=5000, show_default=True, help="Port to bind.")
+@click.pass_obj
+def serve(state: State, host: str, port: int) -> None:
+    """Serve the HTTP API (the original endpoints) over the same stages; bearer token from PGPIPE_API_TOKEN."""
+    from pipeline.api import TOKEN_ENV
+    from pipeline.api import serve as run_server
+
+    server_log = logging.getLogger("uvicorn")  # uvicorn.error and uvicorn.access pass their lines up to it
+    server_log.handlers[:] = logging.getLogger("pipeline").handlers  # to stderr, secrets masked
+    server_log.setLevel(logging.INFO)
+    server_log.propagate = False
+    try:
+        run_server(state.workdir, host, port, os.environ.get(TOKEN_ENV) or None)
+    except PgpipeError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 def main() -> None:
     cli(prog_name="pgpipe")
 
