@@ -9,7 +9,7 @@ CHECKOV_VENV ?= .venv-checkov
 BIN := $(VENV)/bin
 PGPIPE := $(BIN)/pgpipe
 STAMP := $(VENV)/.installed
-APT_PACKAGES := openssh-server openssh-client iproute2 util-linux procps postgresql postgresql-client
+APT_PACKAGES := openssh-server openssh-client iproute2 util-linux procps postgresql postgresql-client shellcheck
 CLUSTER ?= demo
 SPEC ?= clusters/$(CLUSTER).json
 APPROVER ?= $(shell id -un)@$(shell hostname)
@@ -92,3 +92,32 @@ bench: setup ## Benchmarks; they print their figures.
 
 clean: ## Remove venvs and workspaces (destroy clusters first: make demo-down).
 	rm -rf $(VENV) $(CHECKOV_VENV) .pgpipe
+
+# --- AWS and GitHub Actions: what the workflows call beyond the stages ---------------------------------------
+.PHONY: venv preflight backend-bootstrap ssh-rule-add ssh-rule-remove ssh-key-file
+
+# The workflows install terraform with hashicorp/setup-terraform and set TERRAFORM=terraform; pgpipe takes an
+# absolute TERRAFORM_BIN. Without TERRAFORM (a local run) pgpipe uses the pip-installed terraform.
+ifdef TERRAFORM
+export TERRAFORM_BIN := $(or $(shell command -v $(TERRAFORM)),$(error TERRAFORM=$(TERRAFORM) is not on PATH))
+endif
+
+venv: $(STAMP) ## The venv alone: pgpipe and its Python tools (no apt packages, no checkov).
+
+preflight: venv ## Generate SPEC, then check AWS: credentials, region, instance type, image, key, CIDRs.
+	$(PGPIPE) generate --spec $(SPEC) preflight
+
+backend-bootstrap: venv ## Create (idempotently) the state bucket and lock table of SPEC's s3 backend.
+	$(PGPIPE) backend bootstrap --spec $(SPEC)
+
+ssh-rule-add: venv ## Admit this machine's public address to CLUSTER's SSH (a tagged temporary rule).
+	$(PGPIPE) --cluster $(CLUSTER) ssh-rule add
+
+ssh-rule-remove: venv ## Remove CLUSTER's temporary SSH rules (the workflows run it even after a failure).
+	$(PGPIPE) --cluster $(CLUSTER) ssh-rule remove
+
+# The key goes from the environment to a new 0600 file; printf is a shell builtin, so it never shows in ps.
+ssh-key-file: ## CI: write $PGPIPE_SSH_PRIVATE_KEY to the new file $PGPIPE_SSH_PRIVATE_KEY_FILE (0600).
+	@test -n "$${PGPIPE_SSH_PRIVATE_KEY:-}" || { echo "PGPIPE_SSH_PRIVATE_KEY is empty (the SSH_PRIVATE_KEY secret)" >&2; exit 1; }
+	@test -n "$${PGPIPE_SSH_PRIVATE_KEY_FILE:-}" || { echo "set PGPIPE_SSH_PRIVATE_KEY_FILE" >&2; exit 1; }
+	@set -o noclobber; umask 077; printf '%s\n' "$$PGPIPE_SSH_PRIVATE_KEY" > "$$PGPIPE_SSH_PRIVATE_KEY_FILE"
