@@ -104,8 +104,8 @@ endif
 
 venv: $(STAMP) ## The venv alone: pgpipe and its Python tools (no apt packages, no checkov).
 
-preflight: venv ## Generate SPEC, then check AWS: credentials, region, instance type, image, key, CIDRs.
-	$(PGPIPE) generate --spec $(SPEC) preflight
+preflight: venv ## Check AWS for CLUSTER (after generate): credentials, region, instance type, image, key, CIDRs.
+	$(PGPIPE) --cluster $(CLUSTER) preflight
 
 backend-bootstrap: venv ## Create (idempotently) the state bucket and lock table of SPEC's s3 backend.
 	$(PGPIPE) backend bootstrap --spec $(SPEC)
