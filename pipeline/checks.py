@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import PgpipeError
+from pipeline.errors import PgpipeError, WorkspaceError
 from pipeline.paths import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def check_rule(
     try:
         cidrs = [c for key in cidr_keys for c in _resolve_list(rule.get(key), values)]
         if covers_world(cidrs):
-            return ports, f"sources {', '.join(cidrs)} cover the whole internet"
+            return ports, f"sources ({', '.join(cidrs)}) cover the whole internet"
     except Unresolvable as exc:
         return ports, f"source {exc} cannot be checked statically"
     return None
@@ -244,7 +244,7 @@ class CheckovFailure:
 
 @dataclass
 class CheckovReport:
-    passed: int
+    passed: list[tuple[str, str]]  # (check, address) of every check that passed
     failed: list[CheckovFailure]
     waived: list[tuple[CheckovFailure, Waiver]]
     unused_waivers: list[Waiver]
@@ -255,7 +255,7 @@ class CheckovReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "passed": self.passed,
+            "passed": len(self.passed),
             "failed": [str(f) for f in self.failed],
             "waived": [f"{f} -- {w.reason}" for f, w in self.waived],
             "unused_waivers": [f"{w.check} {w.resource}" for w in self.unused_waivers],
@@ -315,7 +315,7 @@ def run_checkov(terraform_dir: Path, checkov: str | None = None, waivers: list[W
             waived.append((failure, waiver))
     used = {id(w) for _, w in waived}
     return CheckovReport(
-        passed=len(results.get("passed_checks", [])),
+        passed=[(item["check_id"], _address(item)) for item in results.get("passed_checks", [])],
         failed=failed,
         waived=waived,
         unused_waivers=[w for w in active if id(w) not in used],
@@ -325,6 +325,10 @@ def run_checkov(terraform_dir: Path, checkov: str | None = None, waivers: list[W
 def run_checks(terraform_dir: Path, *, with_checkov: bool | None = None) -> dict[str, Any]:
     """Both checks on a rendered module (checkov when asked, or when installed and not declined); raises
     StaticCheckFailed naming every problem."""
+    if not _hcl_files(terraform_dir):
+        raise WorkspaceError(
+            f"{terraform_dir} holds no Terraform: run `pgpipe generate` first", reason="terraform-missing"
+        )
     findings = world_open_rules(terraform_dir)
     outcome: dict[str, Any] = {"world_open": [str(f) for f in findings], "checkov": None}
     problems = [str(f) for f in findings]

@@ -169,6 +169,17 @@ def generate(state: State, /, spec_path: Path | None, **flags: Any) -> None:
     emit(str(ws.terraform_dir))
 
 
+@cli.command("check")
+@click.option("--checkov/--no-checkov", "with_checkov", default=None,
+              help="Also run checkov, offline (default: when installed; PGPIPE_CHECKOV names the binary).")
+@stage("check")
+def check_command(state: State, ws: Any, with_checkov: bool | None) -> None:
+    """Static checks of the rendered Terraform: no rule opens 22 or 5432 to the world; checkov with its waivers."""
+    from pipeline.checks import run_checks
+
+    emit(run_checks(ws.terraform_dir, with_checkov=with_checkov))
+
+
 # --- plan, apply, configure, verify, destroy ----------------------------------------------------------------
 def interactive() -> bool:
     """Whether a person can be asked (tests replace this)."""
