@@ -5,11 +5,15 @@ command that exists (the Makefile is parsed, pgpipe commands go through the real
 
 from __future__ import annotations
 
+import json
 import re
 import shlex
+import threading
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import click
 import pytest
@@ -394,3 +398,60 @@ def test_the_step_summary_is_cut_below_githubs_limit(tmp_path: Path) -> None:
     out = tmp_path / "summary.md"
     ci.append_step_summary("| row |\n" * 300_000, str(out))
     assert len(out.read_bytes()) <= ci.STEP_SUMMARY_LIMIT and "(cut:" in out.read_text()
+
+
+# --- finding the merged pull request's plan (GitHub REST on a loopback stand-in) ----------------------------
+class PullsAndArtifacts(BaseHTTPRequestHandler):
+    """/commits/<sha>/pulls and /actions/artifacts?name=, as GitHub's REST API answers them."""
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path == "/repos/o/r/commits/merge111/pulls":
+            data: Any = [{"number": 3, "merged_at": None, "merge_commit_sha": "other", "head": {"sha": "x"}},
+                         {"number": 7, "merged_at": "2026-01-01T00:00:00Z", "merge_commit_sha": "merge111",
+                          "head": {"sha": "head777"}}]
+        elif url.path.startswith("/repos/o/r/commits/"):
+            data = []
+        elif url.path == "/repos/o/r/actions/artifacts":
+            name = parse_qs(url.query)["name"][0]
+            runs = [(11, "2026-01-01T10:00:00Z", False), (12, "2026-01-02T10:00:00Z", False),
+                    (13, "2026-01-03T10:00:00Z", True)]
+            found = [{"name": name, "expired": expired, "created_at": at, "workflow_run": {"id": run}}
+                     for run, at, expired in runs] if name == "plan-orders-head777" else []
+            data = {"total_count": len(found), "artifacts": found}
+        else:
+            self.send_error(404)
+            return
+        payload = json.dumps(data).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def rest() -> Iterator[ci.GitHubClient]:
+    server = HTTPServer(("127.0.0.1", 0), PullsAndArtifacts)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield ci.GitHubClient("o/r", "ghs_test_token_123", f"http://127.0.0.1:{server.server_port}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_newest_live_plan_of_the_merged_pull_request_is_found(rest: ci.GitHubClient) -> None:
+    assert ci.find_pr_plan(rest, "orders", "merge111") == {
+        "found": "true", "name": "plan-orders-head777", "run_id": "12", "pr": "7", "head_sha": "head777"
+    }
+
+
+def test_a_cluster_the_pull_request_did_not_plan_is_planned_again(rest: ci.GitHubClient) -> None:
+    assert ci.find_pr_plan(rest, "billing", "merge111")["found"] == "false"
+
+
+def test_a_direct_push_has_no_pull_request_plan(rest: ci.GitHubClient) -> None:
+    assert ci.find_pr_plan(rest, "orders", "direct222") == {"found": "false"}
