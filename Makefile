@@ -52,25 +52,25 @@ demo: setup ## The whole pipeline on the local target, ending with a verified re
 demo-down: setup ## Destroy the demo cluster (a destroy plan through the same gate).
 	$(PGPIPE) --cluster $(CLUSTER) destroy --approve --approver "$(APPROVER)"
 
-generate: setup ## Render clusters/$(CLUSTER).json into .pgpipe/$(CLUSTER)/terraform.
+generate: venv ## Render clusters/$(CLUSTER).json into .pgpipe/$(CLUSTER)/terraform.
 	$(PGPIPE) generate --spec $(SPEC)
 
-plan: setup ## Plan CLUSTER; exit 2 when there are changes (DETAILED=1).
+plan: venv ## Plan CLUSTER; exit 2 when there are changes (DETAILED=1).
 	$(PGPIPE) --cluster $(CLUSTER) plan $(if $(DETAILED),--detailed-exitcode)
 
-apply: setup ## Apply CLUSTER's saved plan (needs APPROVER, or asks when interactive).
+apply: venv ## Apply CLUSTER's saved plan (needs APPROVER, or asks when interactive).
 	$(PGPIPE) --cluster $(CLUSTER) apply $(if $(APPROVE),--approve --approver "$(APPROVER)")
 
-configure: setup ## Configure PostgreSQL on CLUSTER's hosts.
+configure: venv ## Configure PostgreSQL on CLUSTER's hosts.
 	$(PGPIPE) --cluster $(CLUSTER) configure
 
-verify: setup ## Prove CLUSTER replicates; writes reports/verify.json.
+verify: venv ## Prove CLUSTER replicates; writes reports/verify.json.
 	$(PGPIPE) --cluster $(CLUSTER) verify
 
-destroy: setup ## Destroy CLUSTER through the approval gate.
+destroy: venv ## Destroy CLUSTER through the approval gate.
 	$(PGPIPE) --cluster $(CLUSTER) destroy $(if $(APPROVE),--approve --approver "$(APPROVER)")
 
-lint: setup ## ruff, mypy, ansible-lint, actionlint, terraform fmt.
+lint: setup ## ruff, mypy, ansible-lint, actionlint (rendered Terraform is fmt-checked by the tests).
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/mypy
 	$(BIN)/ansible-lint --offline --profile production roles/ playbooks/
