@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipeline import __version__
+from pipeline import __version__, runner
 from pipeline.errors import PgpipeError, SpecError
 from pipeline.redact import RedactingFilter
 
@@ -60,7 +60,7 @@ def stage(name: str) -> Callable[[F], F]:
             state: State = click.get_current_context().find_object(State)  # type: ignore[assignment]
             try:
                 ws = state.workspace()
-                with ws.lock(), ws.stage_log(name):
+                with runner.stage(ws, name):
                     return func(state, ws, *args, **kwargs)
             except SpecError as exc:
                 raise click.BadParameter(str(exc).removeprefix("invalid cluster spec:\n  ")) from None
@@ -162,7 +162,7 @@ def generate(state: State, /, spec_path: Path | None, **flags: Any) -> None:
     state.cluster = spec.name
     ws = Workspace.for_cluster(spec.name, state.workdir)
     try:
-        with ws.lock(), ws.stage_log("generate"):
+        with runner.stage(ws, "generate"):
             run_generate(spec, ws)
     except PgpipeError as exc:
         raise StageFailed("generate", exc) from None
