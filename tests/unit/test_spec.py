@@ -209,11 +209,6 @@ def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
-
-
-@pytest.fixture
 def workdir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "workspaces"
     yield path
