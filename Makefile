@@ -70,11 +70,12 @@ verify: venv ## Prove CLUSTER replicates; writes reports/verify.json.
 destroy: venv ## Destroy CLUSTER through the approval gate.
 	$(PGPIPE) --cluster $(CLUSTER) destroy $(if $(APPROVE),--approve --approver "$(APPROVER)")
 
-lint: setup ## ruff, mypy, ansible-lint, actionlint (rendered Terraform is fmt-checked by the tests).
+lint: setup ## ruff, mypy, ansible-lint, actionlint, hadolint (rendered Terraform is fmt-checked by the tests).
 	$(BIN)/ruff check pipeline tests bench
 	$(BIN)/mypy
 	$(BIN)/ansible-lint --offline --profile production roles/ playbooks/
 	$(BIN)/actionlint .github/workflows/*.yml
+	$(BIN)/hadolint Dockerfile
 
 unit: setup ## Fast tests, no external processes.
 	$(BIN)/pytest -q tests/unit
