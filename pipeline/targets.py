@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.spec import ClusterSpec
+from pipeline.spec import INSTANCE_TYPE_RE, ClusterSpec
 
 SSH_USERS = {"debian12": "admin", "ubuntu2404": "ubuntu", "al2023": "ec2-user"}
 # Public SSM parameters of each OS's current image, by architecture.
@@ -27,6 +27,12 @@ AMI_PARAMETERS = {
     },
 }
 DATA_DEVICE = "/dev/sdf"
+# Families on the Xen hypervisor: their EBS volumes appear as /dev/xvd*; every other family is built on Nitro
+# (NVMe devices, named by volume id). AWS adds no new Xen families, so this list is closed.
+XEN_FAMILIES = frozenset(
+    {"c1", "c3", "c4", "cc2", "cr1", "d2", "f1", "g2", "g3", "g3s", "h1", "hs1", "i2", "i3", "m1", "m2", "m3", "m4",
+     "p2", "p3", "r3", "r4", "t1", "t2", "x1", "x1e"}
+)
 SANDBOX_ROOT = Path(os.environ.get("PGPIPE_SANDBOX_ROOT", "/var/lib/pgpipe/sandbox"))
 
 
@@ -44,6 +50,13 @@ def _by_family(cidrs: list[str]) -> tuple[list[str], list[str]]:
     return ipv4, [c for c in cidrs if c not in ipv4]
 
 
+def is_nitro(instance_type: str) -> bool:
+    match = INSTANCE_TYPE_RE.fullmatch(instance_type)
+    if match is None:
+        return True
+    return match["family"] not in XEN_FAMILIES or match["size"].startswith("metal")
+
+
 def aws_vars(spec: ClusterSpec) -> dict[str, Any]:
     admin_ipv4, admin_ipv6 = _by_family(spec.admin_cidrs)
     client_ipv4, client_ipv6 = _by_family(spec.client_cidrs)
@@ -58,6 +71,7 @@ def aws_vars(spec: ClusterSpec) -> dict[str, Any]:
         "root_volume_gb": spec.root_volume_gb,
         "data_volume_gb": spec.data_volume_gb,
         "data_device_name": DATA_DEVICE,
+        "nitro": is_nitro(spec.instance_type),
         "admin_ipv4_cidrs": admin_ipv4,
         "admin_ipv6_cidrs": admin_ipv6,
         "client_ipv4_cidrs": client_ipv4,

@@ -178,6 +178,7 @@ def test_each_host_has_an_encrypted_gp3_data_volume_in_its_zone(public: Module) 
     assert volume["availability_zone"] == "${aws_instance.host[each.key].availability_zone}"
     attachment = public.resources["aws_volume_attachment.data"]
     assert attachment["device_name"] == "${var.data_device_name}"
+    assert attachment["stop_instance_before_detaching"] is True
     assert public.tfvars["data_device_name"] == "/dev/sdf"
 
 
@@ -220,6 +221,23 @@ def test_ami_parameter_matches_os_and_architecture(instance_type: str, arch: str
     spec = aws_spec(instance_type=instance_type, os=os_name, shared_buffers="128MB")
     assert spec.architecture == arch
     assert Module(spec).tfvars["ami_ssm_parameter"] == AMI_PARAMETERS[(os_name, arch)]
+
+
+@pytest.mark.parametrize(
+    ("instance_type", "nitro"),
+    [("t3.medium", True), ("m7g.large", True), ("t2.large", False), ("m4.xlarge", False), ("i3.metal", True)],
+)
+def test_the_data_device_follows_the_hypervisor(instance_type: str, nitro: bool) -> None:
+    """Nitro hosts see the data volume as an NVMe device named by volume id, Xen hosts as /dev/xvdf."""
+    assert Module(aws_spec(instance_type=instance_type, shared_buffers="128MB")).tfvars["nitro"] is nitro
+
+
+def test_the_data_device_output_is_the_path_the_host_sees(public: Module) -> None:
+    assert public.locals["nvme_devices"] == (
+        "${{for name, v in aws_ebs_volume.data : name =>"
+        ' "/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_${replace(v.id, "-", "")}"}}'
+    )
+    assert public.locals["xen_device"] == '${replace(var.data_device_name, "/dev/sd", "/dev/xvd")}'
 
 
 def test_the_ami_comes_from_the_ssm_parameter(public: Module) -> None:
@@ -337,7 +355,8 @@ def test_outputs_keep_the_contract_of_the_local_target(public: Module) -> None:
     assert outputs["ssh_user"]["value"] == "${var.ssh_user}"
     assert public.locals["host_outputs"] == (
         "${{for name, h in aws_instance.host : name => {name = name, private_ip = h.private_ip,"
-        ' public_ip = h.public_ip == "" ? null : h.public_ip, data_device = var.data_device_name}}}'
+        ' public_ip = h.public_ip == "" ? null : h.public_ip,'
+        " data_device = var.nitro ? local.nvme_devices[name] : local.xen_device}}}"
     )
     assert public.tfvars["ssh_user"] == "admin"
 
@@ -371,7 +390,7 @@ def test_versions_pin_terraform_and_the_aws_provider(public: Module) -> None:
     terraform = public.parsed["versions.tf"]["terraform"][0]
     assert terraform["required_version"] == ">= 1.0.0"
     aws = terraform["required_providers"][0]["aws"]
-    assert (aws["source"], aws["version"]) == ("hashicorp/aws", "~> 5.0")
+    assert (aws["source"], aws["version"]) == ("hashicorp/aws", "~> 5.8")  # 5.8: insecure_value
 
 
 def test_generate_twice_writes_byte_identical_files(tmp_path: Path) -> None:
