@@ -41,7 +41,7 @@ $(STAMP): setup.cfg
 
 $(CHECKOV_VENV)/.installed:
 	$(PYTHON) -m venv $(CHECKOV_VENV)
-	$(CHECKOV_VENV)/bin/pip install --quiet checkov
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
 	touch $@
 
 setup: apt $(STAMP) $(CHECKOV_VENV)/.installed ## Venv, pip packages, apt packages, checkov.

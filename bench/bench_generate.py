@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pgpipe-bench-") as tmp:
-        spec = json.loads((ROOT / "clusters" / "example-aws.json").read_text())
+        spec = json.loads((ROOT / "examples" / "aws.json").read_text())
         spec.update(name="bench", replica_count=15)
         spec_file = Path(tmp) / "bench.json"
         spec_file.write_text(json.dumps(spec))

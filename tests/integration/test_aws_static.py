@@ -23,7 +23,7 @@ from pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.integration
 
-EXAMPLE = json.loads((PROJECT_ROOT / "clusters" / "example-aws.json").read_text())
+EXAMPLE = json.loads((PROJECT_ROOT / "examples" / "aws.json").read_text())
 PRIVATE = {
     "access": "private",
     "vpc_id": "vpc-0123456789abcdef0",

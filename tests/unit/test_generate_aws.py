@@ -25,7 +25,7 @@ from pipeline.spec import ClusterSpec, parse_spec
 from pipeline.stages.generate import HEADER, generate, render_terraform
 from pipeline.workspace import Workspace
 
-EXAMPLE = json.loads((PROJECT_ROOT / "clusters" / "example-aws.json").read_text())
+EXAMPLE = json.loads((PROJECT_ROOT / "examples" / "aws.json").read_text())
 PRIVATE = {
     "access": "private",
     "vpc_id": "vpc-0123456789abcdef0",

@@ -17,7 +17,7 @@ from pipeline.cli import cli
 from pipeline.paths import PROJECT_ROOT
 from pipeline.spec import ClusterSpec, S3Backend
 
-EXAMPLE: dict[str, Any] = json.loads((PROJECT_ROOT / "clusters" / "example-aws.json").read_text())
+EXAMPLE: dict[str, Any] = json.loads((PROJECT_ROOT / "examples" / "aws.json").read_text())
 SSH_KEY = EXAMPLE["ssh_public_key"]
 PRIVATE_KEY_BODY = "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZWQyNTUxOQ"
 PRIVATE_KEY = f"-----BEGIN OPENSSH PRIVATE KEY-----\n{PRIVATE_KEY_BODY}\n-----END OPENSSH PRIVATE KEY-----\n"
