@@ -34,6 +34,8 @@ NAME_RE = re.compile(r"^[a-z]([a-z0-9-]{0,30}[a-z0-9])?$")
 INSTANCE_TYPE_RE = re.compile(
     r"^(?P<family>[a-z]+[0-9]+[a-z-]*)\.(?P<size>nano|micro|small|medium|large|xlarge|[0-9]+xlarge|metal(-[0-9]+xl)?)$"
 )
+# Previous-generation families: no EBS optimisation, which every database host gets.
+PREVIOUS_GENERATION = frozenset({"t1", "t2", "m1", "m2", "m3", "c1", "c3", "r3", "i2", "g2", "hs1", "cc2", "cr1"})
 GRAVITON_RE = re.compile(r"^([a-z]+[0-9]+g[a-z]*|a1)$")
 MEMORY_RE = re.compile(r"^(?P<n>[0-9]+)(?P<unit>kB|MB|GB)$")
 IMAGE_TAG_RE = re.compile(r"^(?P<major>[0-9]+)(\.[0-9]+)?(-[a-z0-9.]+)?$")
@@ -285,8 +287,14 @@ class ClusterSpec(BaseModel):
     @field_validator("instance_type")
     @classmethod
     def _instance_type(cls, value: str) -> str:
-        if not INSTANCE_TYPE_RE.fullmatch(value):
+        match = INSTANCE_TYPE_RE.fullmatch(value)
+        if not match:
             raise ValueError(f"{value!r} is not an EC2 instance type such as t3.medium or m7g.large")
+        if match["family"] in PREVIOUS_GENERATION:
+            raise ValueError(
+                f"{value!r} is a previous-generation type that cannot be EBS-optimised; allowed: current"
+                " families such as t3, t4g, m7g, r7g"
+            )
         return value
 
     @field_validator("image_tag")

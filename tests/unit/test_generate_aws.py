@@ -225,7 +225,7 @@ def test_ami_parameter_matches_os_and_architecture(instance_type: str, arch: str
 
 @pytest.mark.parametrize(
     ("instance_type", "nitro"),
-    [("t3.medium", True), ("m7g.large", True), ("t2.large", False), ("m4.xlarge", False), ("i3.metal", True)],
+    [("t3.medium", True), ("m7g.large", True), ("m4.xlarge", False), ("i3.metal", True)],
 )
 def test_the_data_device_follows_the_hypervisor(instance_type: str, nitro: bool) -> None:
     """Nitro hosts see the data volume as an NVMe device named by volume id, Xen hosts as /dev/xvdf."""

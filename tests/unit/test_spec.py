@@ -56,6 +56,7 @@ CASES = [
     bad("instance_type", "t3", "such as t3.medium", id="instance-type-form"),
     bad("instance_type", "t3.medium\n", "such as t3.medium", id="instance-type-newline"),
     bad("instance_type", "t3.medium; curl evil", "such as t3.medium", id="instance-type-injection"),
+    bad("instance_type", "t2.large", "previous-generation type", id="instance-type-previous-generation"),
     bad("os", "windows", "'debian12', 'ubuntu2404' or 'al2023'", id="os"),
     # replica_count
     bad("replica_count", 16, "less than or equal to 15", id="replicas-too-many"),
