@@ -27,9 +27,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipeline import __version__, redact
 from pipeline.errors import (
+    AwsError,
     CommandFailed,
     GateRefused,
     PgpipeError,
+    SandboxError,
     SpecError,
     ToolMissing,
     VerifyFailed,
@@ -233,8 +235,8 @@ def status_for(exc: PgpipeError) -> int:
         return 409  # the cluster is not in the state this request needs: a refused gate, busy, a stage missing
     if isinstance(exc, ToolMissing):
         return 503
-    if isinstance(exc, CommandFailed | VerifyFailed):
-        return 502  # terraform, ansible or the hosts failed: the request itself was fine
+    if isinstance(exc, CommandFailed | VerifyFailed | SandboxError | AwsError):
+        return 502  # terraform, ansible, AWS or the hosts failed: the request itself was fine
     return 500
 
 
@@ -246,8 +248,8 @@ def error_answer(exc: Exception, ws: Workspace | None, body: dict[str, Any] | No
         return ApiError(422, invalid_input(exc.problems, body or {}, spec_schema()))
     if isinstance(exc, PgpipeError):
         report = None
-        if isinstance(exc, VerifyFailed) and ws is not None and ws.verify_json.is_file():
-            report = json.loads(ws.verify_json.read_text())
+        if isinstance(exc, VerifyFailed) and ws is not None:
+            report = _read(ws.verify_json)
         message = without_traces(str(exc))
         if ws is not None:  # the server's folders are none of the client's business
             message = message.replace(f"{ws.root.parent}/", "")
@@ -400,8 +402,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": text}
     for code, text in {
         401: "no bearer token",
-        404: "no such cluster or job (GET)",
         403: "wrong token",
+        404: "no such cluster or job (GET)",
         409: "refused: the gate (with its reason), a busy cluster, or a stage that must run first",
         422: "invalid input: one entry per bad field",
         500: "internal error",
@@ -415,7 +417,8 @@ ASYNC: dict[int | str, dict[str, Any]] = {
 
 
 def create_app(workdir: Path, token: str | None = None, *, jobs: JobManager | None = None) -> FastAPI:
-    """The API over the workspaces in `workdir`. With a token every endpoint but /health needs it."""
+    """The API over the workspaces in `workdir`. With a token, every endpoint but /health and the API's own
+    documentation (/openapi.json, /docs, /redoc) needs it."""
     if token:
         redact.register(token)
     manager = jobs or JobManager()
@@ -464,10 +467,16 @@ def _install_error_handlers(app: FastAPI) -> None:
         return error_response(ApiError(exc.status_code, ErrorBody(reason=reason, message=str(exc.detail))))
 
 
-def _workspace(workdir: Path, cluster: str) -> Workspace:
+def _workspace(workdir: Path, cluster: str, *, generated: bool = False) -> Workspace:
+    """The cluster's workspace; with `generated`, a 409 unless generate-terraform made it (checked before the
+    lock is taken, so that a request for an unknown cluster leaves no folder behind)."""
     if not NAME_RE.fullmatch(cluster):  # also guards the path: the name becomes a folder under workdir
         raise ApiError(422, invalid_input([("cluster", "not a DNS label")], {"cluster": cluster}, {}))
-    return Workspace.for_cluster(cluster, workdir)
+    ws = Workspace.for_cluster(cluster, workdir)
+    if generated and not ws.spec_json.is_file():
+        message = f"no cluster {cluster}: POST /generate-terraform first"
+        raise ApiError(409, ErrorBody(reason="spec-missing", message=message))
+    return ws
 
 
 def _outcome(job: Job, ws: Workspace, body: dict[str, Any] | None = None) -> tuple[int, Any, ErrorBody | None]:
@@ -527,7 +536,7 @@ def _install_routes(app: FastAPI, workdir: Path, manager: JobManager) -> None:
     @app.post("/generate-terraform-plan", response_model=PlanResult, responses={**ASYNC, **ERRORS}, tags=["stages"])
     def generate_terraform_plan(cluster: ClusterName = "default", run_async: AsyncFlag = False) -> Any:
         """Plan; answers with the plan JSON, the summary (markdown) and the manifest hash to approve."""
-        ws = _workspace(workdir, cluster)
+        ws = _workspace(workdir, cluster, generated=True)
 
         def work() -> PlanResult:
             result = run_steps(ws, [("plan", lambda: run_plan(ws))], locked=True)[0]
@@ -544,7 +553,7 @@ def _install_routes(app: FastAPI, workdir: Path, manager: JobManager) -> None:
         """Apply the saved plan, only when `manifest_sha256` is the plan's and an approver is named; a refused
         gate is 409 with its reason (plan-missing, plan-changed, config-changed, state-changed, not-approved,
         destroy-not-allowed)."""
-        ws = _workspace(workdir, cluster)
+        ws = _workspace(workdir, cluster, generated=True)
         approval = Approval(approver=body.approver.strip(), method="api", manifest_sha256=body.manifest_sha256)
 
         def work() -> ApplyResult:
@@ -563,7 +572,7 @@ def _install_routes(app: FastAPI, workdir: Path, manager: JobManager) -> None:
         """Configure PostgreSQL with the role, then verify replication; answers with the verify report.
         max_connections, shared_buffers and image_tag may change (spec.json is updated); replica_count and
         region must be the applied ones (409: plan and apply first)."""
-        ws = _workspace(workdir, cluster)
+        ws = _workspace(workdir, cluster, generated=True)
         given = body.model_dump(exclude_none=True)
         _try(lambda: settings_update(load_workspace_spec(ws), read_outputs(ws), given), ws, given)
 

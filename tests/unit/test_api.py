@@ -204,6 +204,19 @@ def test_a_registered_secret_never_appears_in_an_answer(client: TestClient) -> N
     assert TOKEN not in client.post("/generate-terraform", json={**LOCAL, "region": TOKEN}, headers=AUTH).text
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [("/generate-terraform-plan", None), ("/generate-terraform-apply", {"manifest_sha256": "a" * 64, "approver": "a"}),
+     ("/apply_ansible_configuration", {})],
+)
+def test_a_cluster_never_generated_is_409_and_leaves_no_folder(
+    client: TestClient, workdir: Path, path: str, body: Any
+) -> None:
+    answer = client.post(path, params={"cluster": "ghost"}, json=body, headers=AUTH)
+    assert answer.status_code == 409 and answer.json()["reason"] == "spec-missing"
+    assert not (workdir / "ghost").exists()
+
+
 # --- the gate -----------------------------------------------------------------------------------------------
 def test_apply_without_a_plan_is_refused_with_409(client: TestClient, workdir: Path) -> None:
     generate(client)
