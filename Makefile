@@ -84,7 +84,11 @@ integration: setup ## Real terraform, ansible-playbook, PostgreSQL and sshd on s
 	$(BIN)/pytest -q tests/integration
 
 molecule: setup ## The role's Molecule scenario on sandbox hosts.
-	cd . && $(BIN)/molecule test -s default
+	@# molecule runs ansible-config, ansible-playbook and pytest by name; fresh secrets unless given (env only).
+	PATH="$(abspath $(BIN)):$$PATH" \
+	PGPIPE_REPLICATION_PASSWORD="$${PGPIPE_REPLICATION_PASSWORD:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')}" \
+	PGPIPE_ADMIN_PASSWORD="$${PGPIPE_ADMIN_PASSWORD:-$$($(BIN)/python -c 'import secrets; print(secrets.token_urlsafe(24))')}" \
+	$(BIN)/molecule test -s default
 
 test: setup lint unit integration molecule ## Everything CI runs.
 
