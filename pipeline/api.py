@@ -60,7 +60,7 @@ MAX_ECHO = 200
 # Settings the configure endpoint may change on a running cluster; everything else needs plan and apply.
 POSTGRES_FIELDS = ("max_connections", "shared_buffers", "image_tag")
 INFRA_FIELDS = ("replica_count", "region")
-CONFLICT_REASONS = frozenset({"infrastructure-change"})
+CONFLICT_REASONS = frozenset({"infrastructure-change", "version-change"})
 
 ClusterName = Annotated[
     str,
@@ -674,6 +674,13 @@ def settings_update(
     if render_terraform(spec) != render_terraform(current):
         raise PgpipeError(
             "these settings would change the rendered Terraform: plan and apply first", reason="infrastructure-change"
+        )
+    if spec.postgres_version != current.postgres_version:
+        # A new major version needs a dump/restore or pg_upgrade of every host: never as a side effect.
+        raise PgpipeError(
+            f"image_tag asks for PostgreSQL {spec.postgres_version}, but the cluster runs {current.postgres_version}:"
+            " a major version upgrade is not done in place; build a new cluster and move the data",
+            reason="version-change",
         )
     before, after = current.model_dump(mode="json"), spec.model_dump(mode="json")
     return spec, [f for f in after if after[f] != before.get(f)]

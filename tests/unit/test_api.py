@@ -416,12 +416,19 @@ def test_configure_validates_settings_with_the_spec_model(
 def test_postgres_settings_leave_the_rendered_terraform_unchanged(target: str) -> None:
     current = parse_spec({**LOCAL, "name": "c1", "target": target, "ssh_public_key": SSH_KEY})
     outputs = {"primary": {}, "replicas": [{}, {}]}
-    given = {"max_connections": 300, "shared_buffers": "256MB", "image_tag": "16-alpine", "replica_count": 2,
+    given = {"max_connections": 300, "shared_buffers": "256MB", "image_tag": "15-alpine", "replica_count": 2,
              "region": "us-east-1"}
     spec, updated = settings_update(current, outputs, given)
-    assert updated == ["postgres_version", "max_connections", "shared_buffers"]
-    assert (spec.postgres_version, spec.max_connections, spec.shared_buffers) == (16, 300, "256MB")
+    assert updated == ["max_connections", "shared_buffers"]
+    assert (spec.postgres_version, spec.max_connections, spec.shared_buffers) == (15, 300, "256MB")
     assert render_terraform(spec) == render_terraform(current)
+
+
+def test_a_major_version_change_on_a_running_cluster_is_refused() -> None:
+    current = parse_spec({**LOCAL, "name": "c1"})
+    with pytest.raises(PgpipeError) as err:
+        settings_update(current, {"replicas": [{}, {}]}, {"image_tag": "16-alpine"})
+    assert err.value.reason == "version-change" and "not done in place" in str(err.value)
 
 
 def test_the_same_settings_update_nothing() -> None:
