@@ -178,5 +178,15 @@ def test_destroy_leaves_no_host_namespace_route_or_process(cluster: Cluster) -> 
     assert CLUSTER not in sandbox.status()
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
     assert f"pgpipe_{CLUSTER}_" not in namespaces
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert f" {sandbox.bridge_name(CLUSTER)}:" not in links
+    routes = subprocess.run(["ip", "route"], capture_output=True, text=True, check=True).stdout
+    assert sandbox.default_subnet(CLUSTER) not in routes
     mounts = Path("/proc/mounts").read_text()
-    assert f"/{CLUSTER}/" not in mounts
+    assert str(sandbox.sandbox_dir(CLUSTER)) not in mounts
+    assert not sandbox.sandbox_dir(CLUSTER).exists()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            assert str(sandbox.sandbox_dir(CLUSTER)).encode() not in cmdline.read_bytes(), f"left running: {cmdline}"
+        except (FileNotFoundError, ProcessLookupError):
+            continue
