@@ -227,6 +227,18 @@ def test_rerunning_the_role_under_write_load_changes_and_restarts_nothing(cluste
     assert_same_rows_everywhere(cluster)
 
 
+def test_slots_of_replicas_that_left_are_reported_and_dropped_only_when_asked(cluster: RoleCluster) -> None:
+    stale = "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'rf_replica_gone'"
+    cluster.sql(PRIMARY, "SELECT pg_create_physical_replication_slot('rf_replica_gone')")
+    kept = cluster.playbook()
+    assert kept.recap[PRIMARY]["changed"] == 0
+    assert "Stale replication slot(s) rf_replica_gone: kept" in cluster.runs[-1][1]
+    assert cluster.sql(PRIMARY, stale) == "1"
+    dropped = cluster.playbook(postgresql_replication_drop_stale_slots="true")
+    assert dropped.recap[PRIMARY]["changed"] == 1
+    assert cluster.sql(PRIMARY, stale) == "0"
+
+
 def test_a_change_that_needs_a_restart_restarts_every_host(cluster: RoleCluster) -> None:
     before = cluster.start_times()
     run = cluster.playbook(postgresql_replication_shared_buffers="96MB")
