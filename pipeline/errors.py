@@ -3,6 +3,8 @@ HTTP API turn them into exit codes and status codes."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class PgpipeError(Exception):
     """Base of every error pgpipe raises on purpose."""
@@ -72,6 +74,10 @@ class VerifyFailed(PgpipeError):
     """Replication checks failed; `report` is the verify report."""
 
     reason = "verify-failed"
+
+    def __init__(self, message: str, report: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.report = report or {}
 
 
 class SandboxError(PgpipeError):

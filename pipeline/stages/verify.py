@@ -261,5 +261,5 @@ def verify(ws: Workspace) -> dict[str, Any]:
     log.info("%s", render_table(report))
     if not report["ok"]:
         failed = [f"{c['name']} on {c['host']}" for c in report["checks"] if not c["ok"]]
-        raise VerifyFailed("replication checks failed: " + ", ".join(failed))
+        raise VerifyFailed("replication checks failed: " + ", ".join(failed), report=report)
     return report
