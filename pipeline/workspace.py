@@ -55,7 +55,8 @@ class Workspace:
     """One cluster's folder of artifacts."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        # Absolute, because terraform and ansible-playbook run in other folders than the caller's.
+        self.root = root.absolute()
 
     @classmethod
     def for_cluster(cls, name: str, base: Path | None = None) -> Workspace:

@@ -125,3 +125,15 @@ def test_plan_is_deterministic_and_reports_changes_with_detailed_exitcode(
     assert result.exit_code == 2, result.output
     assert result.stdout.strip().endswith("plan/plan.json")
     assert before == {p.name: p.read_bytes() for p in (ws / "terraform").glob("*.tf")}
+
+
+def test_a_relative_workdir_plans_from_any_folder(
+    pgpipe: Callable[..., Result], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """terraform runs in the workspace's terraform/ folder: relative paths must not leak into its config."""
+    monkeypatch.chdir(tmp_path)
+    spec = json.loads((ROOT / "clusters" / "demo.json").read_text()) | {"name": "relative"}
+    (tmp_path / "relative.json").write_text(json.dumps(spec))
+    result = pgpipe("generate", "--spec", "relative.json", "plan", workdir=Path("rel-wd"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "rel-wd" / "relative" / "plan" / "manifest.json").is_file()
