@@ -104,7 +104,8 @@ def render_summary(plan: dict[str, Any], spec: ClusterSpec, *, destroy: bool, ma
     danger = dangerous_changes(plan, spec)
     counts = change_counts(plan)
     kind = "destroy plan" if destroy else "plan"
-    lines = [f"## pgpipe {kind}: `{spec.name}` (target {spec.target}, {spec.region})", ""]
+    where = f"target {spec.target}, {spec.region}" if spec.target == "aws" else f"target {spec.target}"
+    lines = [f"## pgpipe {kind}: `{spec.name}` ({where})", ""]
     for item in danger:
         lines.append(f"**DANGER: {item}.**  ")
     if danger:

@@ -80,6 +80,7 @@ def test_host_rows_list_the_primary_first_with_role_and_action() -> None:
 def test_the_summary_starts_with_the_danger_in_bold() -> None:
     plan = {"resource_changes": [change("null_resource", "demo-primary", "delete", "create")]}
     text = render_summary(plan, SPEC, destroy=False, manifest_sha256="f" * 64)
+    assert text.startswith("## pgpipe plan: `demo` (target local)\n")
     body = [line for line in text.splitlines()[1:] if line.strip()]
     assert body[0].startswith("**DANGER: the primary demo-primary would be replaced")
     assert "**1 to add, 0 to change, 1 to destroy.**" in text
