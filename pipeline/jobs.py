@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pipeline import redact
+from pipeline import logscope, redact
 from pipeline.errors import PgpipeError, WorkspaceError
 from pipeline.workspace import Workspace
 
@@ -25,10 +25,6 @@ KEEP_FINISHED = 200
 MAX_LINES = 20000
 # The server's own request and job bookkeeping is not part of any job's log.
 OWN_LOGGERS = ("pipeline.api", "pipeline.jobs")
-# One job at a time runs its stages in this process: stage logs hang off the process-wide "pipeline" logger,
-# so two stages running at once would write each other's lines into their logs. Jobs of other clusters wait
-# ("queued") while they hold their own cluster's lock.
-RUN_LOCK = threading.Lock()
 
 
 def _now() -> str:
@@ -146,30 +142,22 @@ class JobManager:
 
     def _run(self, job: Job, hold: contextlib.ExitStack, work: Callable[[], Any]) -> None:
         try:
-            with RUN_LOCK:
-                job.status = "running"
-                job.started_at = _now()
-                self._run_captured(job, work)
+            job.status = "running"
+            job.started_at = _now()
+            self._run_captured(job, work)
         finally:
             self._finish(job, hold)
 
     def _run_captured(self, job: Job, work: Callable[[], Any]) -> None:
-        handler = _JobLogHandler(job)
-        logger = logging.getLogger("pipeline")
-        previous = logger.level
-        logger.addHandler(handler)
-        logger.setLevel(logging.DEBUG)
         try:
-            job.result = work()
+            with logscope.scoped(_JobLogHandler(job)):
+                job.result = work()
             job._outcome = "succeeded"
         except Exception as exc:  # every failure becomes the job's error; the API maps it to a status
             job.error = exc
             if not isinstance(exc, PgpipeError):
                 # One line, never a traceback: it may carry values from the stack.
                 log.error("job %s: unexpected %s: %s", job.id, type(exc).__name__, exc)
-        finally:
-            logger.removeHandler(handler)
-            logger.setLevel(previous)
         log.info("job %s: %s on cluster %s %s", job.id, job.kind, job.cluster, job._outcome)
 
     def _finish(self, job: Job, hold: contextlib.ExitStack) -> None:

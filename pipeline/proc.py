@@ -7,12 +7,12 @@ import logging
 import os
 import shutil
 import subprocess
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from pipeline import logscope
 from pipeline.errors import CommandFailed, ToolMissing
 
 log = logging.getLogger(__name__)
@@ -96,10 +96,8 @@ def run(
         cwd=str(cwd) if cwd is not None else None,
         start_new_session=True,
     )
-    pumps = [
-        threading.Thread(target=_pump, args=(proc.stdout, out, emit), daemon=True),
-        threading.Thread(target=_pump, args=(proc.stderr, err, emit), daemon=True),
-    ]
+    # The pumps log in the caller's context, so the lines land in the caller's stage log only.
+    pumps = [logscope.thread(_pump, proc.stdout, out, emit), logscope.thread(_pump, proc.stderr, err, emit)]
     for pump in pumps:
         pump.start()
     if stdin is not None and proc.stdin is not None:

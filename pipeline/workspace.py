@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from pipeline import logscope
 from pipeline.errors import WorkspaceError
 from pipeline.redact import RedactingFilter
 
@@ -175,20 +176,16 @@ class Workspace:
 
     @contextlib.contextmanager
     def stage_log(self, stage: str) -> Iterator[Path]:
-        """Copy every pgpipe log record of this stage, secrets masked, into logs/<stage>.log."""
+        """Copy every pgpipe log record of this stage, secrets masked, into logs/<stage>.log (only this stage's:
+        another stage running at the same time in this process keeps its own lines)."""
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         path = self.logs_dir / f"{stage}.log"
         handler = logging.FileHandler(path, mode="w")
         handler.setLevel(logging.DEBUG)
         handler.addFilter(RedactingFilter())
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger = logging.getLogger("pipeline")
-        previous = logger.level
-        logger.setLevel(logging.DEBUG)
-        logger.addHandler(handler)
         try:
-            yield path
+            with logscope.scoped(handler):
+                yield path
         finally:
-            logger.removeHandler(handler)
-            logger.setLevel(previous)
             handler.close()

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline import jobs, redact
+from pipeline import api, redact
 from pipeline.api import check_bind, create_app, settings_update
 from pipeline.errors import PgpipeError
 from pipeline.spec import parse_spec
@@ -265,8 +265,18 @@ def test_a_stage_running_in_another_process_is_409_and_the_workspace_is_intact(
     assert snapshot(ws.root) == before
 
 
-def test_a_second_request_while_a_job_runs_is_409(client: TestClient, workdir: Path) -> None:
-    with jobs.RUN_LOCK:  # holds every job queued behind it, each with its cluster's lock taken
+def test_a_second_request_while_a_job_runs_is_409(
+    client: TestClient, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+    real_generate = api.run_generate
+
+    def held_generate(*args: Any, **kwargs: Any) -> Any:
+        release.wait(30)  # keeps each job running, its cluster's lock taken, until the requests are made
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(api, "run_generate", held_generate)
+    try:
         first = client.post("/generate-terraform", params={"cluster": "c1", "async": "true"}, json=LOCAL,
                             headers=AUTH)
         assert first.status_code == 202
@@ -274,6 +284,8 @@ def test_a_second_request_while_a_job_runs_is_409(client: TestClient, workdir: P
         other_cluster = client.post("/generate-terraform", params={"cluster": "c2", "async": "true"}, json=LOCAL,
                                     headers=AUTH)
         status = client.get("/clusters/c1", headers=AUTH)
+    finally:
+        release.set()
     assert second.status_code == 409 and second.json()["reason"] == "workspace-busy"
     assert first.json()["job_id"] in second.json()["message"]
     assert other_cluster.status_code == 202

@@ -90,3 +90,29 @@ def test_registered_secrets_are_masked_in_log_records(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger="pipeline.test"):
         logger.info("password is %s", "s3cr3t-value-123")
     assert "s3cr3t" not in caplog.text and "***" in caplog.text
+
+
+def test_stages_running_at_once_keep_their_own_log_lines(tmp_path: Path) -> None:
+    """Two stages in two threads of one process (as the HTTP API runs them): each log holds only its own
+    lines, including the output of the commands it ran."""
+    import threading
+
+    barrier = threading.Barrier(2)
+
+    def stage(name: str) -> None:
+        ws = Workspace(tmp_path / name)
+        with ws.stage_log("plan"):
+            barrier.wait()
+            for i in range(20):
+                logging.getLogger("pipeline.test").info("%s line %d", name, i)
+                proc.run(["echo", f"{name} output {i}"], timeout=10)
+
+    threads = [threading.Thread(target=stage, args=(name,)) for name in ("alpha", "beta")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    alpha = (tmp_path / "alpha" / "logs" / "plan.log").read_text()
+    beta = (tmp_path / "beta" / "logs" / "plan.log").read_text()
+    assert alpha.count("alpha line") == 20 and alpha.count("pipeline.proc:   alpha output") == 20
+    assert "beta" not in alpha and "alpha" not in beta
