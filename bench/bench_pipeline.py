@@ -16,12 +16,14 @@ CLUSTER = "benchpipe"
 
 def pgpipe(workdir: Path, *args: str) -> float:
     start = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "pipeline", "--workdir", str(workdir), *args],
-        check=True,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        sys.exit(f"pgpipe {' '.join(args)} failed:\n{done.stderr}")
     return time.perf_counter() - start
 
 
