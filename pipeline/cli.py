@@ -9,15 +9,18 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from pipeline import __version__, runner
 from pipeline.errors import PgpipeError, SpecError
 from pipeline.redact import RedactingFilter
+
+if TYPE_CHECKING:
+    from pipeline.workspace import Workspace
 
 log = logging.getLogger("pipeline.cli")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -30,9 +33,8 @@ class State:
     workdir: Path
     cluster: str | None
     exit_code: int = 0
-    results: dict[str, Any] = field(default_factory=dict)
 
-    def workspace(self) -> Any:
+    def workspace(self) -> Workspace:
         from pipeline.workspace import Workspace
 
         if not self.cluster:
@@ -173,7 +175,7 @@ def generate(state: State, /, spec_path: Path | None, **flags: Any) -> None:
 @click.option("--checkov/--no-checkov", "with_checkov", default=None,
               help="Also run checkov, offline (default: when installed; PGPIPE_CHECKOV names the binary).")
 @stage("check")
-def check_command(state: State, ws: Any, with_checkov: bool | None) -> None:
+def check_command(state: State, ws: Workspace, with_checkov: bool | None) -> None:
     """Static checks of the rendered Terraform: no rule opens 22 or 5432 to the world; checkov with its waivers."""
     from pipeline.checks import run_checks
 
@@ -186,7 +188,7 @@ def interactive() -> bool:
     return sys.stdin.isatty()
 
 
-def _approval(state: State, ws: Any, approve: bool, approver: str | None, manifest: str | None) -> Any:
+def _approval(state: State, ws: Workspace, approve: bool, approver: str | None, manifest: str | None) -> Any:
     """An explicit non-interactive approval, or an interactive one after showing the summary, or None."""
     from pipeline.stages.apply import Approval
 
@@ -217,7 +219,7 @@ def approval_options(func: F) -> F:
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when the plan has changes, 0 when none.")
 @click.option("--destroy", "destroy_plan", is_flag=True, help="Plan the destruction of the cluster.")
 @stage("plan")
-def plan(state: State, ws: Any, detailed_exitcode: bool, destroy_plan: bool) -> None:
+def plan(state: State, ws: Workspace, detailed_exitcode: bool, destroy_plan: bool) -> None:
     """Plan; keep plan.tfplan, plan.json, summary.md and manifest.json. Prints the path of plan.json."""
     from pipeline.stages.plan import plan as run_plan
 
@@ -234,7 +236,7 @@ def plan(state: State, ws: Any, detailed_exitcode: bool, destroy_plan: bool) -> 
 )
 @stage("apply")
 def apply(
-    state: State, ws: Any, approve: bool, approver: str | None, manifest: str | None, allow_destroy: bool
+    state: State, ws: Workspace, approve: bool, approver: str | None, manifest: str | None, allow_destroy: bool
 ) -> None:
     """Apply the saved plan, only if it is unchanged, current and approved. Prints the path of outputs.json."""
     from pipeline.stages.apply import apply as run_apply
@@ -248,7 +250,7 @@ def apply(
               help="Private key for the hosts (local target: the sandbox's key).")
 @click.option("--keep-stale-slots", is_flag=True, help="Report, but do not drop, slots of replicas that are gone.")
 @stage("configure")
-def configure(state: State, ws: Any, ssh_key: str | None, keep_stale_slots: bool) -> None:
+def configure(state: State, ws: Workspace, ssh_key: str | None, keep_stale_slots: bool) -> None:
     """Build inventory.ini from the outputs and apply the postgresql_replication role."""
     from pipeline.stages.configure import configure as run_configure
 
@@ -258,7 +260,7 @@ def configure(state: State, ws: Any, ssh_key: str | None, keep_stale_slots: bool
 
 @cli.command()
 @stage("verify")
-def verify(state: State, ws: Any) -> None:
+def verify(state: State, ws: Workspace) -> None:
     """Prove replication works; write reports/verify.json. Non-zero exit when a check fails."""
     from pipeline.stages.verify import verify as run_verify
 
@@ -272,7 +274,7 @@ def verify(state: State, ws: Any) -> None:
 @cli.command()
 @approval_options
 @stage("destroy")
-def destroy(state: State, ws: Any, approve: bool, approver: str | None, manifest: str | None) -> None:
+def destroy(state: State, ws: Workspace, approve: bool, approver: str | None, manifest: str | None) -> None:
     """Plan the destruction of the cluster and apply it through the same gate."""
     from pipeline.stages.apply import apply as run_apply
     from pipeline.stages.plan import plan as run_plan
@@ -375,7 +377,7 @@ def sandbox_command(state: State, action: str, name: str, subnet: str | None, ho
 @click.option("--require-remote-state", is_flag=True, envvar="PGPIPE_REQUIRE_REMOTE_STATE",
               help="Fail unless the spec keeps state in S3 (CI runners lose local state).")
 @stage("preflight")
-def preflight(state: State, ws: Any, require_remote_state: bool) -> None:
+def preflight(state: State, ws: Workspace, require_remote_state: bool) -> None:
     """Check AWS before a plan: credentials, region, instance type in the region and zones, image, key, CIDRs."""
     from pipeline import aws, ci
     from pipeline.stages.plan import load_workspace_spec
@@ -433,7 +435,7 @@ def backend_command(action: str, spec_path: Path | None, bucket: str | None, tab
 @click.option("--until-exit", is_flag=True,
               help="add: remove the rule when this pgpipe run ends, also when a chained command fails.")
 @stage("ssh-rule")
-def ssh_rule(state: State, ws: Any, action: str, cidr: str | None, security_group_id: str | None,
+def ssh_rule(state: State, ws: Workspace, action: str, cidr: str | None, security_group_id: str | None,
              until_exit: bool) -> None:
     """Temporary SSH access for this machine (a CI runner) to a public cluster: ACTION add or remove."""
     from pipeline import aws, ci
@@ -485,7 +487,7 @@ def _remove_ssh_rules(ec2: Any, group: str) -> None:
 @click.option("--sha", help="Commit the plan was made for.")
 @click.option("--dry-run", is_flag=True, help="Print the body instead of posting it.")
 @stage("pr-comment")
-def pr_comment(state: State, ws: Any, pr_number: int, repo: str | None, artifact: str | None, sha: str | None,
+def pr_comment(state: State, ws: Workspace, pr_number: int, repo: str | None, artifact: str | None, sha: str | None,
                dry_run: bool) -> None:
     """Create or update (in place) the cluster's plan comment on a pull request; token from GITHUB_TOKEN."""
     from pipeline import ci, prcomment
@@ -527,7 +529,7 @@ def affected_clusters(base: str | None, head: str | None, only: tuple[str, ...],
 @click.option("--repo", envvar="GITHUB_REPOSITORY", help="OWNER/NAME (default: GITHUB_REPOSITORY).")
 @click.option("--github-output", "to_output", is_flag=True, help="Also set found, name, run_id as step outputs.")
 @stage("pr-plan-artifact")
-def pr_plan_artifact(state: State, ws: Any, sha: str, repo: str | None, to_output: bool) -> None:
+def pr_plan_artifact(state: State, ws: Workspace, sha: str, repo: str | None, to_output: bool) -> None:
     """Find the plan artifact of the pull request merged as --sha (token from GITHUB_TOKEN)."""
     from pipeline import ci
 
@@ -540,7 +542,7 @@ def pr_plan_artifact(state: State, ws: Any, sha: str, repo: str | None, to_outpu
 
 @cli.command("plan-check")
 @stage("plan-check")
-def plan_check(state: State, ws: Any) -> None:
+def plan_check(state: State, ws: Workspace) -> None:
     """Exit 0 when the saved plan could be applied now: plan, config, spec and state as planned. The approval
     is not checked (apply does that)."""
     from pipeline.stages.apply import Approval, check_gate, check_state, load_manifest
@@ -560,7 +562,7 @@ def plan_check(state: State, ws: Any) -> None:
 @click.option("--file", "path", envvar="GITHUB_STEP_SUMMARY", required=True,
               help="Markdown file to append to (default: GITHUB_STEP_SUMMARY).")
 @stage("step-summary")
-def step_summary(state: State, ws: Any, path: str) -> None:
+def step_summary(state: State, ws: Workspace, path: str) -> None:
     """Append the cluster's preflight problems, plan summary and verify result to the job's summary."""
     from pipeline import ci
 
