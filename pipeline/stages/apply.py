@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pipeline.errors import GateRefused, WorkspaceError
-from pipeline.stages.plan import load_workspace_spec, terraform_for
+from pipeline.stages.plan import terraform_for
 from pipeline.terraform import StateIdentity
 from pipeline.workspace import Workspace, sha256_file
 
@@ -84,7 +84,6 @@ def check_state(current: StateIdentity, manifest: dict[str, Any]) -> None:
 def apply(ws: Workspace, approval: Approval | None, *, allow_destroy: bool = False) -> ApplyResult:
     """Apply the approved plan; refuse with a reason otherwise. Writes approval.json and outputs.json."""
     manifest, manifest_sha256 = load_manifest(ws)
-    load_workspace_spec(ws)  # a spec.json that no longer validates is refused before terraform runs
     check_gate(ws, manifest, manifest_sha256, approval, allow_destroy=allow_destroy)
     assert approval is not None
     tf = terraform_for(ws)

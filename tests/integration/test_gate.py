@@ -95,6 +95,11 @@ def test_a_spec_changed_after_plan_is_refused(pgpipe: Callable[..., Result], ws:
     assert_refused(apply(pgpipe, ws, *APPROVE), "config-changed", ws)
 
 
+def test_a_spec_made_invalid_after_plan_is_refused_as_changed(pgpipe: Callable[..., Result], ws: Path) -> None:
+    (ws / "spec.json").write_text('{"name": "gate", "replica_count": 99}\n')
+    assert_refused(apply(pgpipe, ws, *APPROVE), "config-changed", ws)
+
+
 def test_no_approval_is_refused(pgpipe: Callable[..., Result], ws: Path) -> None:
     assert_refused(apply(pgpipe, ws), "not-approved", ws)
 
