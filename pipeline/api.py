@@ -8,6 +8,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +40,7 @@ from pipeline.errors import (
 )
 from pipeline.jobs import Job, JobManager
 from pipeline.runner import Step, run_steps
-from pipeline.spec import MAX_PG, MIN_PG, NAME_RE, SSH_KEY_RE, ClusterSpec, parse_spec
+from pipeline.spec import MAX_PG, MIN_PG, NAME_RE, SSH_KEY_RE, ClusterSpec, env_overrides, parse_spec
 from pipeline.stages.apply import Approval, read_outputs
 from pipeline.stages.apply import apply as run_apply
 from pipeline.stages.configure import configure as run_configure
@@ -624,13 +625,15 @@ def _try(check: Callable[[], Any], ws: Workspace, body: dict[str, Any]) -> None:
 
 # --- spec handling ------------------------------------------------------------------------------------------
 def spec_from_body(body: dict[str, Any], cluster: str | None) -> ClusterSpec:
-    """The generate body through the same spec model as every other input; 422 naming each bad field."""
-    data = dict(body)
+    """The generate body through the same spec model as every other input; 422 naming each bad field.
+    The server's `PGPIPE_SPEC_<FIELD>` environment gives defaults (an operator's SSH key and admin networks),
+    so the original three-field body works; the body wins."""
+    data = {**env_overrides(os.environ), **body}
     problems: list[tuple[str, str]] = []
     for required in ("instance_type", "replica_count", "region"):
         if required not in data:
             problems.append((required, "Field required"))
-    key = data.get("ssh_public_key")
+    key = body.get("ssh_public_key")
     if isinstance(key, str) and not SSH_KEY_RE.match(key.strip()):
         # The spec model also reads a key from a path; over HTTP that would read files on the server.
         problems.append(("ssh_public_key", "give the OpenSSH public key itself (a path is not read over HTTP)"))

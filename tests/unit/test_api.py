@@ -499,3 +499,18 @@ def test_pgpipe_help_does_not_import_fastapi() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_original_three_field_body_works_with_the_servers_defaults(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An aws cluster needs an SSH key: the operator gives it once in the server's environment."""
+    body = {"instance_type": "t3.medium", "replica_count": 2, "region": "eu-west-1"}
+    refused = client.post("/generate-terraform", params={"cluster": "orig"}, json=body, headers=AUTH)
+    assert refused.status_code == 422 and fields_of(refused) == {"ssh_public_key"}
+    monkeypatch.setenv("PGPIPE_SPEC_SSH_PUBLIC_KEY", SSH_KEY)
+    monkeypatch.setenv("PGPIPE_SPEC_ADMIN_CIDRS", '["203.0.113.0/24"]')
+    answer = client.post("/generate-terraform", params={"cluster": "orig"}, json=body, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["spec"]["admin_cidrs"] == ["203.0.113.0/24"]
+    assert answer.json()["spec"]["region"] == "eu-west-1"
