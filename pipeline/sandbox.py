@@ -546,6 +546,8 @@ def _host_files(state: SandboxState, host: str, ip: str) -> Path:
         "authorized_keys": str(client_key(state.name).with_suffix(".pub")),
         "postgres_uid": user.pw_uid if user else None,
         "postgres_gid": user.pw_gid if user else None,
+        # A fresh server's: the machine's own mounts are none of the host's business.
+        "etc_files": {"fstab": f"# /etc/fstab of sandbox host {host} ({state.name}): private to the host\n"},
     }
     write_atomic(hdir / "init.json", dump_json(config), mode=0o600)
     return hdir / "init.json"

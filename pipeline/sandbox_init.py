@@ -1,6 +1,7 @@
 """PID 1 of a sandbox host. Started by `pipeline.sandbox` inside the host's network, PID, mount, UTS and IPC
-namespaces, it gives the host its private mounts and hostname, starts the host's sshd and then reaps orphans
-until it is told to stop. It is Python, not a shell, so Ansible does not take the host for a systemd one."""
+namespaces, it gives the host its private mounts (/run, /etc, PostgreSQL's directories) and hostname, starts the
+host's sshd and then reaps orphans until it is told to stop. It is Python, not a shell, so Ansible does not
+take the host for a systemd one."""
 
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ MS_BIND = 0x1000
 MNT_DETACH = 0x2
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
 GRACE_SECONDS = 2.0
+ETC_UPPER = "/run/pgpipe/etc/upper"
+ETC_WORK = "/run/pgpipe/etc/work"
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p]
@@ -89,9 +92,22 @@ def private_run(cfg: dict[str, Any]) -> None:
     os.chmod("/run/pgpipe/authorized_keys", 0o600)
 
 
+def private_etc(cfg: dict[str, Any]) -> None:
+    """A private /etc: an overlay of the machine's, whose changes land in the host's /run and die with it, so
+    what the host writes there (its /etc/fstab entries, say) never reaches the machine. A bind-mounted file
+    would not do: tools replace files by renaming over them, which a mount point refuses (EBUSY). The upper
+    layer lives on tmpfs, because an overlay cannot be the upper layer of another (a container's root)."""
+    make_dir(ETC_UPPER, 0o755)
+    make_dir(ETC_WORK, 0o700)
+    mount("overlay", "/etc", "overlay", 0, f"lowerdir=/etc,upperdir={ETC_UPPER},workdir={ETC_WORK}")
+    for name, text in cfg.get("etc_files", {}).items():
+        Path("/etc", name).write_text(text)
+
+
 def prepare(cfg: dict[str, Any]) -> None:
     detach_foreign_mounts()
     private_run(cfg)
+    private_etc(cfg)
     # A private /dev/shm: PostgreSQL's dynamic shared memory of one host never meets another's.
     mount("tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777")  # noqa: S108
     # A sysfs mounted in this network namespace lists the host's own interfaces (Ansible's facts read it).

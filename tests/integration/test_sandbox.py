@@ -145,6 +145,19 @@ def test_a_host_has_its_own_postgresql_directories_run_home_and_pid_1(main: Sand
     assert main.exec("a", "ls", "-A", "/root").stdout.split() == sorted(p.name for p in Path("/etc/skel").iterdir())
 
 
+def test_a_host_has_its_own_etc_and_fstab_which_tools_may_replace(main: Sandbox) -> None:
+    machine_fstab = Path("/etc/fstab").read_text()
+    # sed -i replaces the file by a rename, as Ansible's modules do: a bind-mounted file would refuse it.
+    edit = main.exec("a", "sed", "-i", r"$a UUID=0 /var/lib/postgresql ext4 defaults 0 2", "/etc/fstab")
+    assert edit.returncode == 0, edit.stderr
+    main.exec("a", "touch", "/etc/only-on-a")
+    assert "UUID=0 /var/lib/postgresql" in main.exec("a", "cat", "/etc/fstab").stdout
+    assert "UUID=0" not in main.exec("b", "cat", "/etc/fstab").stdout
+    assert main.exec("b", "test", "-e", "/etc/only-on-a").returncode == 1
+    assert Path("/etc/fstab").read_text() == machine_fstab
+    assert not Path("/etc/only-on-a").exists()
+
+
 def test_postgresql_clusters_are_independent_and_listen_only_where_configured(main: Sandbox) -> None:
     for host in ("a", "b"):
         created = main.exec(host, "su", "postgres", "-c", "pg_createcluster 15 main --start", timeout=120)
