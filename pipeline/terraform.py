@@ -94,7 +94,9 @@ class Terraform:
         self.timeout = timeout
         self.binary = find_binary()
 
+    @functools.cached_property
     def env(self) -> dict[str, str]:
+        """The environment of every call, made (and the CLI config written) once per instance."""
         write_atomic(self.config_file, cli_config())
         env = dict(os.environ)
         env.update(
@@ -115,7 +117,7 @@ class Terraform:
                 [self.binary, *args],
                 timeout=timeout or self.timeout,
                 ok_codes=ok_codes,
-                env=self.env(),
+                env=self.env,
                 cwd=self.workdir,
                 logger=log,
                 error=TerraformError,
